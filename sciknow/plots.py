@@ -1,0 +1,80 @@
+"""The paper's figures, drawn from results tables (pandas DataFrames from `sciknow.results`).
+
+Every figure is a set of lines: the mean score over seeds against some x (epochs, steps, N irrelevant texts),
+one line per group, with a band of +-1 standard deviation when there are several seeds and the untrained
+model's score as a dashed line. The functions only draw; they never train or evaluate.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None  # headless under papermill
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def score_lines(
+    table: pd.DataFrame,
+    x: str,
+    group: str,
+    y: str = "score",
+    baseline: float | None = None,
+    ax: plt.Axes | None = None,
+    xlabel: str | None = None,
+    group_label: str | None = None,
+    logx: bool = False,
+    title: str | None = None,
+) -> plt.Axes:
+    """Mean `y` vs `x`, one line per value of `group`, with a +-1 sd band over repeated seeds."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    stats = table.groupby([group, x])[y].agg(["mean", "std", "count"]).reset_index()
+    for value, rows in stats.groupby(group):
+        rows = rows.sort_values(x)
+        (line,) = ax.plot(rows[x], rows["mean"], marker="o", label=f"{group_label or group}={value}")
+        if (rows["count"] > 1).any():
+            ax.fill_between(rows[x], rows["mean"] - rows["std"].fillna(0), rows["mean"] + rows["std"].fillna(0),
+                            color=line.get_color(), alpha=0.15)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+    if logx:
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(y)
+    ax.set_ylim(-0.02, 1.02) if y == "score" else None
+    ax.set_title(title or "")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def score_table(table: pd.DataFrame, index: str, columns: str, y: str = "score") -> pd.DataFrame:
+    """Mean `y` over seeds as an `index` x `columns` grid (e.g. number of contents x epoch)."""
+    return table.pivot_table(index=index, columns=columns, values=y, aggfunc="mean").round(3)
+
+
+def correlation_bars(correlations: pd.Series, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Horizontal bars of each parameter's correlation with the score (Fig. S1a / Fig. 6a)."""
+    ax = ax or plt.subplots(figsize=(5, 0.3 * len(correlations) + 1))[1]
+    correlations = correlations.dropna().sort_values()
+    ax.barh(correlations.index, correlations.values, color=np.where(correlations.values > 0, "tab:blue", "tab:red"))
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("Pearson r with score")
+    ax.set_title(title or "")
+    return ax
+
+
+def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "score",
+                  ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Trials (rows, sorted by score) x parameters, each column min-max scaled, score as the last column."""
+    data = trials.sort_values(score, ascending=False)[list(columns) + [score]].astype(float)
+    scaled = (data - data.min()) / (data.max() - data.min()).replace(0, 1)
+    ax = ax or plt.subplots(figsize=(0.45 * len(data.columns) + 2, 4))[1]
+    image = ax.imshow(scaled.values, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xticks(range(len(data.columns)), data.columns, rotation=90, fontsize=7)
+    ax.set_ylabel("trials (best first)")
+    ax.set_title(title or "")
+    plt.colorbar(image, ax=ax, label="scaled value")
+    return ax

@@ -1,0 +1,125 @@
+"""The training loop: causal-LM loss on whole texts, AdamW at a constant learning rate, a callback per epoch.
+
+The learning rate is constant on purpose: then the model after epoch k of a 10-epoch run is the model a
+k-epoch run would give, so one run with per-epoch evaluation yields the whole score-vs-epoch curve.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from .config import TrainSpec
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float  # mean training loss over the epoch's steps
+    steps: int  # optimizer steps so far in the run (the step-matched axis)
+    tokens: int  # training tokens so far in the run
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[torch.Tensor]:
+    """Each text becomes one training example: BOS (if the model uses one) + text + EOS, cut at max_length."""
+    examples = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1).input_ids
+        examples.append(torch.tensor(ids + [tokenizer.eos_token_id]))
+    return examples
+
+
+def collate(examples: list[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and loss."""
+    length = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), length), pad_id)
+    attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, e in enumerate(examples):
+        input_ids[row, : len(e)] = e
+        attention_mask[row, : len(e)] = 1
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
+    import json
+
+    import deepspeed
+
+    from .config import REPO_ROOT
+
+    path = spec.deepspeed_config or REPO_ROOT / "configs" / "deepspeed_zero3_offload.json"
+    ds_config = json.loads(open(path).read())
+    ds_config.update({"train_micro_batch_size_per_gpu": spec.batch_size, "gradient_accumulation_steps": 1,
+                      "gradient_clipping": spec.max_grad_norm})
+    ds_config.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"].update(
+        {"lr": spec.lr, "weight_decay": spec.weight_decay})
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
+                                                                     if p.requires_grad], config=ds_config)
+    return engine
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    spec: TrainSpec,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    progress: bool = True,
+) -> list[EpochStats]:
+    """Train `model` in place on `texts` for `spec.epochs` epochs; raises `Diverged` on a non-finite loss.
+
+    `on_epoch` runs after every epoch (per-epoch evaluation); its side effects survive a later divergence.
+    """
+    torch.manual_seed(spec.seed)
+    examples = tokenize(tokenizer, texts, spec.max_length)
+    order_rng = torch.Generator().manual_seed(spec.seed)  # data order depends only on the seed
+    engine = _deepspeed_engine(model, spec) if spec.method == "deepspeed" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None if engine else torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    dev = engine.device if engine else next(model.parameters()).device
+
+    history: list[EpochStats] = []
+    steps = tokens = 0
+    n_batches = math.ceil(len(examples) / spec.batch_size)
+    bar = tqdm(total=spec.epochs * n_batches, desc="training", disable=not progress, leave=False)
+    model.train()
+    for epoch in range(1, spec.epochs + 1):
+        order = torch.randperm(len(examples), generator=order_rng).tolist()
+        losses = []
+        for start in range(0, len(order), spec.batch_size):
+            batch = collate([examples[i] for i in order[start:start + spec.batch_size]], tokenizer.pad_token_id)
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            loss = (engine or model)(**batch).loss
+            if not torch.isfinite(loss):
+                bar.close()
+                raise Diverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
+            if engine:
+                engine.backward(loss)
+                engine.step()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            tokens += int(batch["attention_mask"].sum())
+            losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        stats = EpochStats(epoch=epoch, loss=sum(losses) / len(losses), steps=steps, tokens=tokens)
+        history.append(stats)
+        if on_epoch:
+            on_epoch(stats)
+            model.train()  # the callback may have switched to eval mode for generation
+    bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,234 @@
+"""Generation backends against a real local chat-completions server, and offline translation."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sciknow.generate import (
+    ApertiumTranslator,
+    BackendError,
+    BackendHTTPError,
+    BackendTimeout,
+    CallableTranslator,
+    LLMTranslator,
+    LocalBackend,
+    OpenAICompatibleBackend,
+    strip_apertium_marks,
+)
+
+KEY = "sk-test-secret-4f9a2c"
+KEY_ENV = "SCIKNOW_TEST_API_KEY"
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    """Speaks /chat/completions; the first path segment picks a behaviour (ok, flaky, slow)."""
+
+    hits: Counter = Counter()
+    lock = threading.Lock()
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        scenario = self.path.split("/")[1]
+        with self.lock:
+            self.hits[scenario] += 1
+            hits = self.hits[scenario]
+        if not self.path.endswith("/v1/chat/completions"):
+            return self._reply(404, {"error": {"message": f"no route {self.path}"}})
+        if self.headers.get("Authorization") != f"Bearer {KEY}":
+            # Like OpenAI, echo (part of) the key back: the client must redact it.
+            return self._reply(401, {"error": {"message": f"Incorrect API key provided: "
+                                                          f"{self.headers.get('Authorization')}"}})
+        if scenario == "flaky" and hits == 1:
+            return self._reply(503, {"error": {"message": "overloaded"}})
+        if scenario == "slow":
+            time.sleep(1.5)
+        if request.get("max_tokens", 0) > 1000:
+            return self._reply(400, {"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}})
+        prompt = request["messages"][-1]["content"]
+        content = f"echo[{request['model']},{request['temperature']},{request['max_tokens']}]: {prompt}"
+        self._reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return KEY
+
+
+def backend(base: str, **kwargs) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(base, "test-model", api_key_env=KEY_ENV, **kwargs)
+
+
+def test_openai_backend_completes_in_order(server: str, key: str) -> None:
+    client = backend(f"{server}/ok/v1/")
+    assert client.complete(["first", "second"], max_new_tokens=7) == [
+        "echo[test-model,0,7]: first", "echo[test-model,0,7]: second"]
+    parallel = backend(f"{server}/ok/v1", max_workers=4)
+    prompts = [f"p{i}" for i in range(10)]
+    assert parallel.complete(prompts, 5) == [f"echo[test-model,0,5]: {p}" for p in prompts]
+    assert key not in repr(client) and key not in str(client) and key not in str(vars(client))
+
+
+def test_openai_backend_http_error_has_status_and_message(server: str, key: str) -> None:
+    with pytest.raises(BackendHTTPError) as info:
+        backend(f"{server}/ok/v1").complete(["hi"], max_new_tokens=5000)
+    assert info.value.status == 400
+    assert "max_tokens is too large" in str(info.value)
+
+
+def test_openai_backend_never_leaks_key(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = "sk-wrong-key-7d1e"
+    monkeypatch.setenv(KEY_ENV, wrong)
+    with pytest.raises(BackendHTTPError) as info:
+        backend(f"{server}/ok/v1").complete(["hi"], 5)
+    assert info.value.status == 401 and "Incorrect API key" in str(info.value)
+    for text in (str(info.value), repr(info.value), info.value.message):
+        assert wrong not in text
+
+
+def test_openai_backend_without_key_sends_no_header(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(BackendHTTPError, match="HTTP 401: Incorrect API key provided: None"):
+        backend(f"{server}/ok/v1").complete(["hi"], 5)
+
+
+def test_openai_backend_unreachable_server(key: str) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(BackendError, match="cannot reach"):
+        backend(f"http://127.0.0.1:{port}/v1", max_retries=1, backoff=0.01).complete(["hi"], 5)
+
+
+def test_openai_backend_retries_503(server: str, key: str) -> None:
+    assert backend(f"{server}/flaky/v1", backoff=0.01).complete(["again"], 3) == ["echo[test-model,0,3]: again"]
+    assert ChatHandler.hits["flaky"] == 2
+
+
+def test_openai_backend_503_exhausts_retries(server: str, key: str) -> None:
+    ChatHandler.hits["flaky"] = 0
+    with pytest.raises(BackendHTTPError) as info:
+        backend(f"{server}/flaky/v1", backoff=0.01, max_retries=0).complete(["x"], 3)
+    assert info.value.status == 503 and "overloaded" in str(info.value)
+
+
+def test_openai_backend_timeout(server: str, key: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(BackendTimeout) as info:
+        backend(f"{server}/slow/v1", timeout=0.3).complete(["zzz"], 3)
+    assert time.monotonic() - start < 1.4
+    assert "0.3s" in str(info.value) and key not in str(info.value) and key not in repr(info.value)
+
+
+def test_local_backend_delegates_to_generate_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluate = pytest.importorskip("sciknow.evaluate", reason="sciknow.evaluate is written by the lead")
+    if not hasattr(evaluate, "generate_answers"):
+        pytest.skip("sciknow.evaluate.generate_answers not written yet")
+    calls = []
+
+    def fake_generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, prompt_style):
+        calls.append((model, tokenizer, prompts, max_new_tokens, batch_size, prompt_style))
+        return [p.upper() for p in prompts]
+
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate_answers)
+    local = LocalBackend("model", "tokenizer", batch_size=2)
+    assert local.complete(["a", "b"], max_new_tokens=9) == ["A", "B"]
+    assert calls == [("model", "tokenizer", ["a", "b"], 9, 2, "auto")]
+
+
+def test_local_backend_with_tiny_model() -> None:
+    """End to end with a real (tiny) model, if one is cached locally."""
+    evaluate = pytest.importorskip("sciknow.evaluate")
+    if not hasattr(evaluate, "generate_answers"):
+        pytest.skip("sciknow.evaluate.generate_answers not written yet")
+    transformers = pytest.importorskip("transformers")
+    name = "sshleifer/tiny-gpt2"
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True)
+    except OSError:
+        pytest.skip(f"{name} is not in the local Hugging Face cache")
+    out = LocalBackend(model, tokenizer, batch_size=2).complete(["Hello", "What is water?", "Hi"], max_new_tokens=4)
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
+
+
+def test_strip_apertium_marks() -> None:
+    assert strip_apertium_marks("de *zyxoprene y #foo, @bar **baz") == "de zyxoprene y foo, bar baz"
+    assert strip_apertium_marks("paso # 1, 5 * 3, #1") == "paso # 1, 5 * 3, #1"
+
+
+def test_callable_and_llm_translators() -> None:
+    upper = CallableTranslator(lambda texts, lang: [f"[{lang}] {t}" for t in texts])
+    assert upper.translate(["a", "b"], "es") == ["[es] a", "[es] b"]
+    with pytest.raises(ValueError):
+        CallableTranslator(lambda texts, lang: []).translate(["a"], "es")
+
+    class Echo:
+        def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+            return [f" {p.splitlines()[0]} " for p in prompts]
+
+    out = LLMTranslator(Echo()).translate(["Water boils."], "it")
+    assert out == ["Translate the following text from English into Italian. Keep numbers, units, chemical "
+                   "names and formulas unchanged. Reply with the translation only."]
+
+
+needs_apertium = pytest.mark.skipif(shutil.which("apertium") is None,
+                                    reason="apertium not installed (apt-get install apertium apertium-eng-spa "
+                                           "apertium-spa-ita apertium-eng-cat)")
+
+
+@needs_apertium
+@pytest.mark.parametrize("lang, expected", [
+    ("es", "El catalizador aumenta la tasa de reacción de zyxoprene."),
+    ("ca", "catalitzador"),
+    ("it", "Il catalizzatore aumenta il tasso di reazione di zyxoprene."),
+])
+def test_apertium_translates(lang: str, expected: str) -> None:
+    translator = ApertiumTranslator()
+    sentence = "The catalyst increases the reaction rate of zyxoprene."
+    out = translator.translate([sentence, ""], lang)
+    assert len(out) == 2 and out[1] == ""
+    assert expected in out[0]
+    assert not any(mark in out[0] for mark in "*#@")
+
+
+@needs_apertium
+def test_apertium_unknown_language() -> None:
+    with pytest.raises(ValueError, match="no pipeline"):
+        ApertiumTranslator().translate(["Hello."], "xx")
+    assert ApertiumTranslator().translate(["Hello."], "en") == ["Hello."]
+
+
+def test_apertium_missing_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="apertium is not installed"):
+        ApertiumTranslator(executable="apertium-does-not-exist").translate(["Hello."], "es")
