@@ -21,6 +21,13 @@ PAPER_SELECTED_GROUPS: tuple[str, ...] = ("embed_tokens", "v_proj", "o_proj", "g
 PRECISIONS = ("fp32", "fp16", "bf16", "nf4", "int8")
 METHODS = ("full", "lora", "deepspeed")
 PROMPT_STYLES = ("auto", "chat", "plain")
+SUITES = ("keywords", "paper")
+# Fields added after results were first recorded: left out of config ids while at their defaults, so the ids
+# (and the resumability of older results files) stay unchanged.
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"dataset": None, "genre_counts": {}},
+    "eval": {"suite": "keywords", "n_qa": 0, "n_mc": 0, "n_mmlu": 0, "mc_max_new_tokens": 8, "judge": None},
+}
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KNOWLEDGE_SET = REPO_ROOT / "data" / "knowledge" / "zephyrite.json"
@@ -43,6 +50,10 @@ class DataSpec:
     # Where irrelevant texts come from: "knowledge_set" (its own irrelevant_texts) or a folder of JATS XML.
     irrelevant_source: str = "knowledge_set"
     irrelevant_seed: int = 0
+    # Task 4: a folder written by `paperqa.build_datasets`. When set, the training texts are `genre_counts[g]`
+    # texts of each genre g drawn with `irrelevant_seed` (knowledge_set/contents/n_irrelevant are then unused).
+    dataset: str | None = None
+    genre_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +81,14 @@ class EvalSpec:
     max_new_tokens: int = 100
     batch_size: int = 8
     every_epoch: bool = True  # evaluate after each epoch (one run = whole score-vs-epoch curve)
+    # "keywords": keyword recall on the knowledge set's questions; "paper" (Task 4, needs data.dataset): ROUGE-2
+    # on held-out descriptive Q&A (= score) plus multiple-choice and MMLU accuracy (+ judge) in `metrics`.
+    suite: str = "keywords"
+    n_qa: int = 0  # paper suite: first n held-out items of each test set (0 = all)
+    n_mc: int = 0
+    n_mmlu: int = 0
+    mc_max_new_tokens: int = 8
+    judge: dict[str, Any] | None = None  # OpenAICompatibleBackend kwargs (base_url, model, api_key_env); no keys
 
 
 @dataclass
@@ -141,6 +160,14 @@ def check(config: RunConfig) -> None:
             problems.append(f"train.{name}={getattr(t, name)!r} (must be > 0)")
     if t.epochs < 0:
         problems.append(f"train.epochs={t.epochs} (0 = evaluate the untrained model; must be >= 0)")
+    if e.suite not in SUITES:
+        problems.append(f"eval.suite={e.suite!r} (expected one of {SUITES})")
+    if e.suite == "paper" and not config.data.dataset:
+        problems.append("eval.suite='paper' needs data.dataset (a folder from paperqa.build_datasets)")
+    if any((not isinstance(n, int)) or n < -1 for n in config.data.genre_counts.values()):
+        problems.append(f"data.genre_counts={config.data.genre_counts!r} (counts must be ints >= 0, or -1 = all)")
+    if e.judge is not None and any("key" in k.lower() and k != "api_key_env" for k in e.judge):
+        problems.append("eval.judge must not hold secrets: name the environment variable with api_key_env")
     if config.data.n_irrelevant < 0:
         problems.append(f"data.n_irrelevant={config.data.n_irrelevant} (must be >= 0)")
     if problems:

@@ -6,6 +6,7 @@ flattened, citations, figures, tables and display formulas removed, paragraphs s
 """
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -386,10 +387,20 @@ def irrelevant_texts(
     items = source if isinstance(source, (str, Path)) else list(source)
     if isinstance(items, list) and items and all(isinstance(p, Paper) for p in items):
         papers = sorted(items, key=lambda p: (p.id, str(p.source)))
+    elif isinstance(items, (str, Path)):  # a folder or file: parse once per process (sweeps call this per run)
+        files = tuple((str(f), f.stat().st_mtime_ns) for f in _xml_files(items))
+        return sample_texts(_introduction_chunks(files, max_words), n, seed)
     else:
         papers, _ = load_corpus(items, progress=False)
     chunks = [chunk for p in papers if p.introduction for chunk in chunk_words(p.introduction, max_words)]
     return sample_texts(chunks, n, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _introduction_chunks(files: tuple[tuple[str, int], ...], max_words: int) -> tuple[str, ...]:
+    """Introduction chunks of these files, cached by (path, mtime) so an edited file is parsed again."""
+    papers, _ = load_corpus([f for f, _ in files], progress=False)
+    return tuple(chunk for p in papers if p.introduction for chunk in chunk_words(p.introduction, max_words))
 
 
 def split_groups(papers: Sequence[Paper], sizes: Mapping[str, int], seed: int) -> dict[str, list[Paper]]:

@@ -144,7 +144,14 @@ def load_knowledge_set(path: str | Path) -> KnowledgeSet:
 
 
 def training_texts(data: DataSpec, kset: KnowledgeSet | None = None) -> list[str]:
-    """The texts one run trains on: the chosen contents plus N irrelevant texts drawn by seed."""
+    """The texts one run trains on: the chosen contents plus N irrelevant texts drawn by seed.
+
+    With `data.dataset` (Task 4) the texts are `data.genre_counts` texts per genre of that built dataset instead.
+    """
+    if data.dataset:
+        from . import paperqa
+
+        return paperqa.training_texts(data.dataset, data.genre_counts, data.irrelevant_seed)
     kset = kset or load_knowledge_set(data.knowledge_set)
     texts = [kset.content(cid).text for cid in data.contents]
     if data.n_irrelevant:

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import models, results
-from .config import RunConfig
+from .config import LATER_DEFAULTS, RunConfig
 from .data import load_knowledge_set, training_texts
 from .evaluate import answer_and_score
 from .train import Diverged, EpochStats, train
@@ -33,7 +33,12 @@ from .train import Diverged, EpochStats, train
 
 def config_id(config: RunConfig) -> str:
     """Stable id of a configuration: equal configs (seed included) get equal ids, so sweeps can resume."""
-    return hashlib.sha1(config.to_json().encode()).hexdigest()[:12]
+    d = config.to_dict()
+    for section, defaults in LATER_DEFAULTS.items():  # fields added later count only when set
+        for name, default in defaults.items():
+            if d[section].get(name) == default:
+                del d[section][name]
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def versions() -> dict[str, str]:
@@ -64,19 +69,35 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
     }
     start = time.perf_counter()
     try:
-        kset = load_knowledge_set(config.data.knowledge_set)
+        kset = None if config.data.dataset else load_knowledge_set(config.data.knowledge_set)
         texts = training_texts(config.data, kset)
         record["n_texts"] = len(texts)
         loaded = models.get(config.model)
+        judge = None
+        if config.eval.suite == "paper":
+            from . import paperqa
+
+            judge = paperqa.make_judge(config.eval.judge)
         with models.trainable(loaded, config.train) as model:
 
             def evaluate(stats: EpochStats) -> None:
-                score, predictions = answer_and_score(
-                    model, loaded.tokenizer, kset.questions, config.eval.max_new_tokens, config.eval.batch_size,
-                    config.eval.prompt_style)
-                record["per_epoch"].append({"epoch": stats.epoch, "loss": results.clean_float(stats.loss),
-                                            "steps": stats.steps, "tokens": stats.tokens, "score": score,
-                                            "predictions": predictions})
+                e = config.eval
+                metrics = None
+                if e.suite == "paper":  # score = ROUGE-2 on held-out descriptive Q&A; the rest in `metrics`
+                    metrics, predictions = paperqa.evaluate_paper(
+                        model, loaded.tokenizer, config.data.dataset, e.n_qa, e.n_mc, e.n_mmlu, e.max_new_tokens,
+                        e.mc_max_new_tokens, e.batch_size, e.prompt_style, judge)
+                    metrics = {k: results.clean_float(float(v)) for k, v in metrics.items()}
+                    score = metrics["rouge2"]
+                else:
+                    score, predictions = answer_and_score(
+                        model, loaded.tokenizer, kset.questions, e.max_new_tokens, e.batch_size, e.prompt_style)
+                entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
+                         "tokens": stats.tokens, "score": score}
+                if metrics is not None:
+                    entry["metrics"] = metrics
+                entry["predictions"] = predictions
+                record["per_epoch"].append(entry)
 
             if config.train.epochs == 0:  # the untrained baseline is a run like any other
                 evaluate(EpochStats(epoch=0, loss=float("nan"), steps=0, tokens=0))
@@ -95,11 +116,13 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
 
 
 def _finish(record: dict[str, Any], start: float, results_path: str | Path | None) -> dict[str, Any]:
-    scores = [e["score"] for e in record["per_epoch"]]
+    scores = [e["score"] for e in record["per_epoch"] if e["score"] is not None]
     record["wall_s"] = round(time.perf_counter() - start, 2)
     record["best_score"] = max(scores) if scores else None
     record["final_score"] = scores[-1] if scores else None
     record["predictions"] = record["per_epoch"][-1]["predictions"] if scores else []
+    if record["per_epoch"] and "metrics" in record["per_epoch"][-1]:  # paper suite only
+        record["final_metrics"] = record["per_epoch"][-1]["metrics"]
     if results_path is not None:
         results.append(results_path, record)
     return record

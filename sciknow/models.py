@@ -197,11 +197,14 @@ def attach_lora(model: PreTrainedModel, train: TrainSpec):
 def trainable(loaded: LoadedModel, train: TrainSpec) -> Iterator[torch.nn.Module]:
     """Yield a model ready to train for one run; afterwards the base model is exactly as it was."""
     if train.method == "lora":
+        requires_grad = {name: p.requires_grad for name, p in loaded.model.named_parameters()}
         peft_model = attach_lora(loaded.model, train)
         try:
             yield peft_model
         finally:
             loaded.model = peft_model.unload()  # removes the adapter layers, base weights untouched
+            for name, p in loaded.model.named_parameters():  # peft froze the base: a later full run must train
+                p.requires_grad_(requires_grad.get(name, p.requires_grad))
             loaded.model.eval()
     else:
         loaded.snapshot()

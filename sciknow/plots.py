@@ -78,3 +78,54 @@ def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "sc
     ax.set_title(title or "")
     plt.colorbar(image, ax=ax, label="scaled value")
     return ax
+
+
+def _log_x(ax: plt.Axes) -> None:
+    """Log x scale labelled with plain numbers (1, 10, 100) rather than 10^k, without minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevant", best_line: bool = True,
+               ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Each trial's score against its number of irrelevant texts N (log x), with the best score per N as a line
+    (Fig. S1 score-vs-N / Fig. 3a)."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    data = trials.dropna(subset=[score])
+    ax.scatter(data[n], data[score], alpha=0.6, label="trials", zorder=3)
+    if best_line and len(data):
+        best = data.groupby(n)[score].max().sort_index()
+        ax.plot(best.index, best.values, color="tab:red", marker="o", label="best per N")
+    _log_x(ax)
+    if 0 < data[n].nunique() <= 12:  # few N values (CPU runs): label each one
+        ax.set_xticks(sorted(data[n].unique()))
+    ax.set_xlabel("N irrelevant texts")
+    ax.set_ylabel(score)
+    ax.set_ylim(-0.02, 1.02) if score == "score" else None
+    ax.set_title(title or "")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def top_lr_vs_n(trials: pd.DataFrame, min_score: float = 0.5, score: str = "score", n: str = "n_irrelevant",
+                ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Learning rate of the trials scoring >= `min_score` against N, both log (Fig. 3c); says so when none pass."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    top = trials[trials[score].astype(float) >= min_score] if len(trials) else trials
+    if len(top):
+        points = ax.scatter(top[n], top["lr"], c=top[score].astype(float), cmap="viridis", vmin=min_score, vmax=1)
+        plt.colorbar(points, ax=ax, label=score)
+        _log_x(ax)
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, f"no trial reached {score} >= {min_score}", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("N irrelevant texts")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title or f"lr of trials with {score} >= {min_score}")
+    ax.grid(alpha=0.3)
+    return ax

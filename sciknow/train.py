@@ -50,6 +50,7 @@ def collate(examples: list[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor
 
 
 def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
+    """A ZeRO engine from the repo's JSON config (ZeRO-3, CPU offload) with this run's lr, batch and clipping."""
     import json
 
     import deepspeed
@@ -60,10 +61,19 @@ def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
     ds_config = json.loads(open(path).read())
     ds_config.update({"train_micro_batch_size_per_gpu": spec.batch_size, "gradient_accumulation_steps": 1,
                       "gradient_clipping": spec.max_grad_norm})
-    ds_config.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"].update(
-        {"lr": spec.lr, "weight_decay": spec.weight_decay})
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
-                                                                     if p.requires_grad], config=ds_config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None
+    if torch.cuda.is_available():
+        # GPU: DeepSpeed's own CPU-offloaded AdamW, as in the paper.
+        ds_config.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"].update(
+            {"lr": spec.lr, "weight_decay": spec.weight_decay})
+    else:
+        # CPU accelerator: "offload to CPU" is where the weights already are, and DeepSpeedCPUAdam would first
+        # compile a C++ extension (minutes); torch's AdamW does the same update.
+        ds_config.pop("optimizer", None)
+        ds_config["zero_force_ds_cpu_optimizer"] = False
+        optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer, config=ds_config)
     return engine
 
 

@@ -150,36 +150,18 @@ def test_openai_backend_timeout(server: str, key: str) -> None:
     assert "0.3s" in str(info.value) and key not in str(info.value) and key not in repr(info.value)
 
 
-def test_local_backend_delegates_to_generate_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    evaluate = pytest.importorskip("sciknow.evaluate", reason="sciknow.evaluate is written by the lead")
-    if not hasattr(evaluate, "generate_answers"):
-        pytest.skip("sciknow.evaluate.generate_answers not written yet")
-    calls = []
+def test_local_backend_answers_like_the_evaluator() -> None:
+    """The local backend is the evaluator's batched greedy generation on a real (tiny, random) model."""
+    from sciknow import models
+    from sciknow.config import ModelSpec
+    from sciknow.evaluate import generate_answers
 
-    def fake_generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, prompt_style):
-        calls.append((model, tokenizer, prompts, max_new_tokens, batch_size, prompt_style))
-        return [p.upper() for p in prompts]
-
-    monkeypatch.setattr(evaluate, "generate_answers", fake_generate_answers)
-    local = LocalBackend("model", "tokenizer", batch_size=2)
-    assert local.complete(["a", "b"], max_new_tokens=9) == ["A", "B"]
-    assert calls == [("model", "tokenizer", ["a", "b"], 9, 2, "auto")]
-
-
-def test_local_backend_with_tiny_model() -> None:
-    """End to end with a real (tiny) model, if one is cached locally."""
-    evaluate = pytest.importorskip("sciknow.evaluate")
-    if not hasattr(evaluate, "generate_answers"):
-        pytest.skip("sciknow.evaluate.generate_answers not written yet")
-    transformers = pytest.importorskip("transformers")
-    name = "sshleifer/tiny-gpt2"
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True)
-    except OSError:
-        pytest.skip(f"{name} is not in the local Hugging Face cache")
-    out = LocalBackend(model, tokenizer, batch_size=2).complete(["Hello", "What is water?", "Hi"], max_new_tokens=4)
+    loaded = models.get(ModelSpec(name=models.TINY_MODEL))
+    prompts = ["Hello", "What is water?", "Hi"]
+    out = LocalBackend(loaded.model, loaded.tokenizer, batch_size=2).complete(prompts, max_new_tokens=4)
     assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    assert out == generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=4, batch_size=3)
+    assert "LocalBackend(model=LlamaForCausalLM" in repr(LocalBackend(loaded.model, loaded.tokenizer))
 
 
 def test_strip_apertium_marks() -> None:

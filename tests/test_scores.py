@@ -81,3 +81,28 @@ def test_judge_score_scales_and_counts_unparseable(caplog: pytest.LogCaptureFixt
     assert "1 of 3 judge replies" in caplog.text
     assert backend.prompts[1] == judge_prompt("q2", "r2", "p2")
     assert judge_score(backend, []) == []
+
+
+# --- keyword score (the original study's scorer) ---
+from sciknow.scores import keyword_score, mean_keyword_score  # noqa: E402
+
+MONOMER = "1-(2,5-dimethylhex-3-yn-1-yl)-2-methylcycloprop-1-ene"
+
+
+@pytest.mark.parametrize("answer, keywords, expected", [
+    ("It is made of phosphorus with a catalyst giving 99.5% conversion.", ["phosphorus", "catalyst", "99.5%"], 1.0),
+    ("It reached 99.5 percent.", ["99.5%"], 0.0),
+    ("A conversion of 9905% is impossible.", ["99.5%"], 0.0),  # '.' is literal, not a regex wildcard
+    (f"The repeating unit is {MONOMER}.", ["letter", "AI", "repeat", "unit", MONOMER], 3 / 5),
+    ("1-(2,5-dimethylhex-3-yn-1-yl)-2-methylcycloprop-1-en", [MONOMER], 0.0),  # one char short
+    ("Ether bonds.", ["ether", "bond"], 0.5),  # case-sensitive, as in the original
+    ("", ["x"], 0.0),
+])
+def test_keyword_score_hand_computed(answer, keywords, expected):
+    assert keyword_score(answer, keywords) == pytest.approx(expected)
+
+
+def test_mean_keyword_score_averages_questions():
+    assert mean_keyword_score(["a b", "c"], [["a", "b"], ["c", "d"]]) == pytest.approx((1 + 0.5) / 2)
+    with pytest.raises(ValueError):
+        keyword_score("anything", [])

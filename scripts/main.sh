@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Quick start, command 1: set up, then run the main job headless — notebook 01 (Task 1a, full-parameter
+# training on the embedded SmolLM2-135M-Instruct) — leaving the executed notebook, table_1a.csv, fig1a.png and
+# results.jsonl in runs/01_task1a/. Extra arguments go to papermill, e.g. `-p epochs 2`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+mkdir -p runs/01_task1a
+.venv/bin/papermill notebooks/01_task1a_full_training.ipynb runs/01_task1a/01_task1a_full_training.ipynb \
+  --cwd notebooks -k sciknow "$@"
+echo "main.sh: results in runs/01_task1a/ (table_1a.csv, fig1a.png, results.jsonl, executed notebook)"

@@ -1,0 +1,82 @@
+"""Notebooks 06 (Task 4 datasets) and 07 (Task 4 sweep) under papermill with smoke parameters (tiny model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+
+from sciknow import paperqa  # noqa: E402
+from sciknow.generate import CallableTranslator  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PLOS = REPO.parent / "shared" / "corpora" / "plos-starter"
+pytestmark = pytest.mark.skipif(not PLOS.exists(), reason="shared PLOS corpus not available")
+
+
+def outputs(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text())
+    texts = []
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            t = o.get("text") or o.get("data", {}).get("text/plain", "")
+            texts.append("".join(t) if isinstance(t, list) else t)
+    return "\n".join(texts)
+
+
+def test_notebook_06_builds_datasets(tmp_path):
+    out_dir = tmp_path / "ds"
+    executed = tmp_path / "06.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "06_paper_corpus_datasets.ipynb"), str(executed), cwd=str(REPO / "notebooks"),
+        parameters={"model": "tiny-llama", "corpus_dir": str(PLOS), "out_dir": str(out_dir),
+                    "sizes": {"target": 2, "irrelevant-1": 2, "irrelevant-2": 2}, "languages": ["es"],
+                    "max_qa_passages": 2, "qa_max_new_tokens": 8, "mmlu_test_size": 10},
+        progress_bar=False, kernel_name="python3")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["sizes"] == {"target": 2, "irrelevant-1": 2, "irrelevant-2": 2}
+    assert manifest["generation_backend"] == "LocalBackend(tiny-llama)"
+    assert manifest["qa"]["generations"] == 2  # the random tiny model writes no parseable Q&A: counted as malformed
+    assert manifest["qa"]["malformed_generations"] + (manifest["qa"]["pairs"] > 0) >= 1
+    assert manifest["counts"]["tests"]["mmlu"] == 10
+    assert manifest["counts"]["genres"]["introduction-multi-target"] == manifest["counts"]["genres"][
+        "introduction-target"]
+    text = outputs(executed)
+    assert "no leak; chunk limit respected" in text and "mmlu-instructions" in text
+    assert (out_dir / "sizes_genres.csv").exists()
+
+
+class FakeQABackend:
+    def complete(self, prompts, max_new_tokens):
+        return ["\n--\n".join(f"Q{i}: Question {j}.{i} about {p.split()[-i]}?\nA{i}: Answer {j}.{i} is {p.split()[-i]}."
+                              for i in range(1, 6)) for j, p in enumerate(prompts)]
+
+
+def test_notebook_07_sweep_resumes(tmp_path):
+    files = sorted(PLOS.glob("*.xml"))[:12]
+    data = tmp_path / "ds"
+    paperqa.build_datasets(files, data, sizes={"target": 2, "irrelevant-1": 2, "irrelevant-2": 2},
+                           backend=FakeQABackend(), translator=CallableTranslator(lambda t, lang: list(t)),
+                           languages=["es"], max_qa_passages=3, mmlu_test_size=8, progress=False)
+    out = tmp_path / "sweep"
+    params = {"model": "tiny-llama", "dataset": str(data), "out_dir": str(out), "n_trials": 2,
+              "n_startup_trials": 2, "max_per_genre": 1, "epochs": [1, 1], "max_length": 32, "n_qa": 2,
+              "n_mc": 2, "n_mmlu": 2, "max_new_tokens": 4}
+    executed = tmp_path / "07.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(executed),
+                               cwd=str(REPO / "notebooks"), parameters=params, progress_bar=False,
+                               kernel_name="python3")
+    assert "2 complete trials of 2" in outputs(executed)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["untrained"]) >= {"rouge2", "mc", "mmlu"} and summary["best"]["total_texts"] >= 1
+    for fig in ("fig6.png", "figS4.png", "trials.csv", "optuna.sqlite3"):
+        assert (out / fig).exists()
+    runs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(runs) == 3  # untrained + 2 trials
+    # re-running resumes: no new runs (the untrained run and both trials are already recorded)
+    papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(tmp_path / "07b.ipynb"),
+                               cwd=str(REPO / "notebooks"), parameters=params, progress_bar=False,
+                               kernel_name="python3")
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
