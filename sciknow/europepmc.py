@@ -265,3 +265,41 @@ def read_manifest(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
 def _append_manifest(cache: Path, entry: dict[str, Any]) -> None:
     with (cache / MANIFEST).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- one call: the paper's corpus
+
+
+def collect(cache_dir: str | Path, client: EuropePMC | None = None, journals: Sequence[str] = PAPER_JOURNALS,
+            keywords: Sequence[str] = PAPER_KEYWORDS, max_results: int | None = 200, strict_cc_by: bool = True,
+            progress: bool = True) -> dict[str, Any]:
+    """Search the paper's journals and keywords (open access, CC BY) and download the JATS full text of every hit
+    into `cache_dir` (resumable: cached files are not fetched again). The licence search also matches BY-NC/ND
+    variants; `strict_cc_by` keeps plain CC BY only. Returns paths, skipped (non-CC-BY) PMCIDs and failures."""
+    client = client or EuropePMC()
+    records = client.search(build_query(journals, keywords), max_results=max_results)
+    kept = [r for r in records if is_cc_by(r)] if strict_cc_by else records
+    skipped = [r.get("pmcid") or r.get("id", "") for r in records if r not in kept]
+    paths, failures = client.download_all(kept, cache_dir, progress=progress)
+    return {"query": build_query(journals, keywords), "found": len(records), "paths": paths,
+            "skipped_license": skipped, "failures": failures}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sciknow.europepmc",
+                                     description="Download the paper's open-access corpus (JATS XML) from Europe PMC.")
+    parser.add_argument("cache_dir", help="folder for {PMCID}.xml files and manifest.jsonl (re-running resumes)")
+    parser.add_argument("--max-results", type=int, default=200)
+    parser.add_argument("--any-cc-by", action="store_true", help="also keep CC BY-NC / BY-ND / BY-SA articles")
+    args = parser.parse_args(argv)
+    out = collect(args.cache_dir, max_results=args.max_results, strict_cc_by=not args.any_cc_by)
+    print(f"{out['found']} found, {len(out['paths'])} in {args.cache_dir}, {len(out['skipped_license'])} skipped "
+          f"(licence), {len(out['failures'])} failed")
+    for pmcid, reason in out["failures"]:
+        print(f"  {pmcid}: {reason}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,11 +15,16 @@ from .data import Question
 from .scores import keyword_score
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+PLAIN_STOP = "\nQuestion:"  # a base model goes on to invent the next question: its answer ends there
+
+
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase, prompt_style: str = "auto") -> bool:
+    return prompt_style == "chat" or (prompt_style == "auto" and bool(tokenizer.chat_template))
 
 
 def build_prompt(tokenizer: PreTrainedTokenizerBase, question: str, prompt_style: str = "auto") -> str:
     """The model's chat template when it has one ("auto"/"chat"), otherwise a plain Question/Answer prompt."""
-    if prompt_style == "chat" or (prompt_style == "auto" and tokenizer.chat_template):
+    if uses_chat_template(tokenizer, prompt_style):
         if not tokenizer.chat_template:
             raise ValueError("prompt_style='chat' but the tokenizer has no chat template")
         messages = [{"role": "user", "content": question}]
@@ -39,6 +44,9 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to `questions`, in their order."""
     prompts = [build_prompt(tokenizer, q, prompt_style) for q in questions]
+    chat = uses_chat_template(tokenizer, prompt_style)
+    # Chat templates write their own BOS; a plain prompt needs the tokenizer's (Gemma degenerates without it).
+    add_special = not chat
     # Sort by length so each batch pads little; answers are put back in the original order.
     order = sorted(range(len(prompts)), key=lambda i: len(tokenizer(prompts[i]).input_ids))
     answers: list[str] = [""] * len(prompts)
@@ -49,14 +57,14 @@ def generate_answers(
         for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress, leave=False):
             idx = order[start:start + batch_size]
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(model.device)
+                              add_special_tokens=add_special).to(model.device)
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             )
             new_tokens = out[:, batch["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                answers[i] = text.strip()
+                answers[i] = (text if chat else text.split(PLAIN_STOP)[0]).strip()
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)

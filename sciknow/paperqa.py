@@ -191,9 +191,11 @@ def build_datasets(
             seen.add(key)
             unique.append(pair)
     duplicates = len(pairs) - len(unique)
-    order = list(range(len(unique)))
+    # Held-out questions must stand alone: one that points at its passage ("this method") is ill-posed without
+    # it and, asked with it, tests reading rather than recall. Such pairs always go to training (with context).
+    order = [i for i, p in enumerate(unique) if not qa.needs_context(p.question)]
     random.Random(seed + 1).shuffle(order)
-    n_test = round(len(unique) * qa_test_fraction)
+    n_test = round(len(order) * qa_test_fraction)
     test_idx = set(order[:n_test])
     test_pairs = [p for i, p in enumerate(unique) if i in test_idx]
     train_pairs = [p for i, p in enumerate(unique) if i not in test_idx]
@@ -215,7 +217,9 @@ def build_datasets(
     mmlu: list[tuple[str, qa.MCItem]] = []
     for path in mmlu_csvs:
         subject = Path(path).stem.replace("_test", "")
-        mmlu += [(subject, item) for item in qa.load_mmlu(path)]
+        # Offline CSVs when present (../shared here), else the `cais/mmlu` hub dataset (needs internet or a cache).
+        items = qa.load_mmlu(path) if Path(path).is_file() else qa.load_mmlu_hub(subject)
+        mmlu += [(subject, item) for item in items]
     mmlu_order = list(range(len(mmlu)))
     random.Random(seed + 2).shuffle(mmlu_order)
     n_mmlu_test = min(mmlu_test_size, len(mmlu))
@@ -474,6 +478,9 @@ def make_task4_objective(base, space: Task4Space, results_path: str | Path, untr
     """
     from . import experiment
 
+    if untrained is None or not math.isfinite(untrained):
+        raise ValueError(f"untrained score is {untrained!r}: the dataset {base.data.dataset} has no held-out "
+                         "descriptive Q&A to score (rebuild it with more target papers or a larger test fraction)")
     available = genre_sizes(base.data.dataset)
 
     def objective(trial) -> float:

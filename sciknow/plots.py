@@ -41,6 +41,10 @@ def score_lines(
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
     if logx:
         ax.set_xscale("symlog", linthresh=1)
+    elif pd.api.types.is_integer_dtype(table[x]):  # epochs, steps, counts: no 2.5 ticks
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(y)
     ax.set_ylim(-0.02, 1.02) if y == "score" else None
@@ -127,5 +131,28 @@ def top_lr_vs_n(trials: pd.DataFrame, min_score: float = 0.5, score: str = "scor
     ax.set_xlabel("N irrelevant texts")
     ax.set_ylabel("learning rate")
     ax.set_title(title or f"lr of trials with {score} >= {min_score}")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None = None, color: str | None = None,
+                   logx: bool = False, ax: plt.Axes | None = None, xlabel: str | None = None,
+                   ylabel: str | None = None, title: str | None = None) -> plt.Axes:
+    """Each trial's `y` against `x` (e.g. a metric vs total texts, Fig. 6b-d / Fig. S4), optionally coloured by a
+    column, with the untrained model's value as a dashed line."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    data = trials.dropna(subset=[y])
+    points = ax.scatter(data[x], data[y].astype(float), c=data[color] if color else None,
+                        cmap="viridis" if color else None, label="trials", zorder=3)
+    if color and len(data):
+        plt.colorbar(points, ax=ax, label=color)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+    if logx:
+        _log_x(ax)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title or "")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return ax

@@ -5,7 +5,17 @@ every task (keyword recall for the fictitious documents, ROUGE-2 / multiple choi
 """
 from __future__ import annotations
 
+import logging
+import math
+import re
 from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sciknow.generate import Backend
+
+_log = logging.getLogger(__name__)
 
 
 def keyword_score(answer: str, keywords: Sequence[str]) -> float:
@@ -26,18 +36,7 @@ def mean_keyword_score(answers: Sequence[str], keyword_lists: Sequence[Sequence[
     return sum(map(keyword_score, answers, keyword_lists)) / len(answers)
 
 
-# ---------------------------------------------------------------- Task 4 scorers (ROUGE-2, multiple choice, judge)
-
-import logging  # noqa: E402  (kept with the Task 4 section so the lead's part above stays untouched)
-import math  # noqa: E402
-import re  # noqa: E402
-from functools import lru_cache  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
-
-if TYPE_CHECKING:
-    from sciknow.generate import Backend
-
-_log = logging.getLogger(__name__)
+# --- Task 4 scorers: ROUGE-2, multiple choice, LLM judge ---
 
 
 @lru_cache(maxsize=1)

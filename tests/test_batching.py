@@ -82,3 +82,27 @@ def test_answers_keep_question_order(tiny):
     forward = generate_answers(tiny.model, tiny.tokenizer, QUESTIONS, max_new_tokens=4, batch_size=8)
     backward = generate_answers(tiny.model, tiny.tokenizer, QUESTIONS[::-1], max_new_tokens=4, batch_size=8)
     assert backward == forward[::-1]
+
+
+def test_generation_uses_kv_cache(tiny, monkeypatch):
+    """With the KV cache, only the first forward pass sees the whole prompt; every later one feeds just the
+    new token. Without it each step re-reads the prompt: answers stay the same, evaluation gets much slower."""
+    calls: list[dict] = []
+    original = tiny.model.generate
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny.model, "generate", recording)
+    lengths: list[int] = []
+    handle = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        generate_answers(tiny.model, tiny.tokenizer, QUESTIONS[:3], max_new_tokens=4, batch_size=3)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and calls[0].get("use_cache", True) is not False
+    assert tiny.model.generation_config.use_cache is not False
+    assert lengths[0] > 1, "the first forward pass reads the (padded) prompt"
+    assert len(lengths) > 1 and set(lengths[1:]) == {1}, f"later steps should feed one token each, got {lengths}"

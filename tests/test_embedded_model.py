@@ -2,7 +2,7 @@
 import pytest
 
 from sciknow import experiment, models
-from sciknow.config import DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec
+from sciknow.config import LAYER_GROUPS, DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec
 
 pytestmark = pytest.mark.slow
 
@@ -22,3 +22,18 @@ def test_convert_train_answer(tmp_path):
     assert len(answers) == 5 and all(len(a.split()) >= 3 for a in answers)  # a real model says real words
     assert record["predictions"][0]["prompt"].startswith("<|im_start|>")  # SmolLM2's chat template
     assert 0 <= record["best_score"] <= 1
+
+
+def test_gemma3_base_model_answers_plain_prompts():
+    """The second offline model: a base model without a chat template, so prompts are plain Question/Answer.
+    Its BOS token must be added (without it Gemma degenerates) and its answer ends where it starts inventing
+    the next question."""
+    from sciknow.evaluate import build_prompt, generate_answers
+
+    loaded = models.load(ModelSpec(name="gemma3-270m"))
+    assert type(loaded.model).__name__ == "Gemma3ForCausalLM" and not loaded.tokenizer.chat_template
+    groups = {name.split(".")[-1] for name, _ in loaded.model.named_modules()}
+    assert set(LAYER_GROUPS) <= groups  # the paper's nine layer groups exist under the same names
+    assert build_prompt(loaded.tokenizer, "Q?") == "Question: Q?\nAnswer:"
+    answers = generate_answers(loaded.model, loaded.tokenizer, ["What is the capital of France?"], max_new_tokens=16)
+    assert "Paris" in answers[0] and "Question" not in answers[0]

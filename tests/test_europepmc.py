@@ -18,6 +18,7 @@ from sciknow.europepmc import (
     EuropePMC,
     EuropePMCError,
     build_query,
+    collect,
     is_cc_by,
     journal_title,
     read_manifest,
@@ -212,3 +213,14 @@ def test_rate_limit_spaces_requests(server: FakeEuropePMC) -> None:
     start = time.monotonic()
     client.search("polymer", page_size=2)
     assert time.monotonic() - start >= 0.2  # three requests, two waits
+
+
+def test_collect_keeps_plain_cc_by_and_resumes(client: EuropePMC, server: FakeEuropePMC, tmp_path: Path) -> None:
+    out = collect(tmp_path, client=client, max_results=None, progress=False)
+    assert out["found"] == 5 and "LICENSE:" in out["query"]
+    assert len(out["skipped_license"]) == 1  # the "cc by-nc-nd" record is never downloaded
+    fetched = {path.split("/")[-2] for path, _, _ in server.requests if path.endswith("/fullTextXML")}
+    assert not fetched & set(out["skipped_license"])
+    assert [p.name for p in out["paths"]] == ["PMC9900001.xml", "PMC9900002.xml"]
+    assert len(out["failures"]) == 2  # no full text served for the other two: collected, not raised
+    assert set(read_manifest(tmp_path)) == {"PMC9900001", "PMC9900002"}

@@ -232,3 +232,23 @@ def test_replace_rejects_unknown_field_and_check_is_reusable():
     config.train.max_length = 0
     with pytest.raises(ValueError, match="train.max_length"):
         check(config)
+
+
+@pytest.mark.parametrize("precision, dtype, quantized", [
+    ("fp32", torch.float32, None), ("fp16", torch.float16, None), ("bf16", torch.bfloat16, None),
+    ("nf4", torch.float32, "Linear4bit"), ("int8", torch.float32, "Linear8bitLt"),
+])
+def test_every_precision_loads_through_models_load(precision, dtype, quantized):
+    """`models.load` honours ModelSpec.precision (bitsandbytes for nf4/int8); quantized ones take a LoRA step."""
+    wrapped = models.load(ModelSpec(name=models.TINY_MODEL, precision=precision))
+    layers = {type(m).__name__ for m in wrapped.model.modules()}
+    assert wrapped.model.lm_head.weight.dtype == dtype
+    assert (quantized in layers) if quantized else not any("bit" in name for name in layers)
+    if quantized:
+        with models.trainable(wrapped, lora_spec(["v_proj", "down_proj"])) as peft_model:
+            ids = torch.randint(3, 1000, (1, 12), generator=torch.Generator().manual_seed(0))
+            params = [p for p in peft_model.parameters() if p.requires_grad]
+            loss = peft_model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            torch.optim.AdamW(params, lr=1e-2).step()
+            assert math.isfinite(loss.item()) and all(p.grad is not None for p in params)

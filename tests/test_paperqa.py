@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sciknow import experiment, paperqa
+from sciknow import experiment, paperqa, qa
 from sciknow.config import LATER_DEFAULTS, DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec
 from sciknow.generate import CallableTranslator
 
@@ -34,8 +34,9 @@ class FakeQABackend:
             if self.calls % 4 == 0:
                 out.append("I cannot do that.")
                 continue
+            subject = ["this study"] + [f"passage {self.calls}"] * 5  # Q1 points at its source passage
             out.append("\n--\n".join(
-                f"Q{i}: What does passage {self.calls} say about {words[i]} ({i})?\n"
+                f"Q{i}: What does {subject[i - 1]} say about {words[i]} ({self.calls}.{i})?\n"
                 f"A{i}: It says {words[i]} {words[i + 1]} {words[i + 2]} in case {self.calls}.{i}."
                 for i in range(1, 6)))
         return out
@@ -106,6 +107,10 @@ def test_no_test_item_in_training_data(built):
     for name in ("mc", "mmlu"):
         for t in tests[name]:
             assert t["question"] not in train
+    # questions that point at their passage ("this study ...") are trained on, with the passage, never tested
+    assert not any(qa.needs_context(t["question"]) for t in tests["qa"])
+    with_context = [r for r in genres["instructions"] if r.get("kind") == "qa" and "this study" in r["instruction"]]
+    assert with_context and all(r["instruction"].index("this study") > 100 for r in with_context)
     # held-out MMLU items are not among the MMLU instructions; training items repeating a test stem are dropped
     m = manifest["mmlu"]
     assert m["test"] + m["train"] + m["dropped_same_question_as_test"] == m["items"] == 202

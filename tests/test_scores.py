@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from sciknow.scores import judge_prompt, judge_score, mc_choice, mc_correct, parse_judge_score, rouge2_f
-
-# keyword_score tests are the lead's; the tests below cover the Task 4 scorers.
+from sciknow.scores import (judge_prompt, judge_score, keyword_score, mc_choice, mc_correct, mean_keyword_score,
+                            parse_judge_score, rouge2_f)
 
 
 def test_rouge2_identical_and_disjoint() -> None:
@@ -84,7 +83,6 @@ def test_judge_score_scales_and_counts_unparseable(caplog: pytest.LogCaptureFixt
 
 
 # --- keyword score (the original study's scorer) ---
-from sciknow.scores import keyword_score, mean_keyword_score  # noqa: E402
 
 MONOMER = "1-(2,5-dimethylhex-3-yn-1-yl)-2-methylcycloprop-1-ene"
 
