@@ -193,3 +193,25 @@ def test_notebook_smoke(tmp_path, notebook, files):
     else:
         best = pd.read_csv(tmp_path / "best_per_n.csv")
         assert set(best.n_irrelevant) == set(trials.n_irrelevant)
+    assert_dashboard_serves(sweep.default_url(tmp_path), n_trials=2)
+
+
+def assert_dashboard_serves(url: str, n_trials: int) -> None:
+    """optuna-dashboard's own WSGI app (what `optuna-dashboard URL` serves) lists the study and its trials."""
+    import wsgiref.util
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(url)
+
+    def get(path: str) -> dict:
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+        wsgiref.util.setup_testing_defaults(environ)
+        status = []
+        body = b"".join(app(environ, lambda s, headers, *exc: status.append(s)))
+        assert status == ["200 OK"], (path, status, body[:200])
+        return json.loads(body)
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    detail = get(f"/api/studies/{summary['study_id']}")
+    assert len(detail["trials"]) == n_trials
