@@ -34,17 +34,18 @@ class Backend(Protocol):
 class LocalBackend:
     """A local Hugging Face model, generating through `sciknow.evaluate.generate_answers`."""
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, progress: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.progress = progress  # a tqdm bar over batches: Q&A generation on a CPU takes minutes
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         # Imported lazily so that API-only users need not import the torch-heavy evaluation module.
         from sciknow.evaluate import generate_answers
 
         return generate_answers(self.model, self.tokenizer, list(prompts), max_new_tokens=max_new_tokens,
-                                batch_size=self.batch_size, prompt_style="auto")
+                                batch_size=self.batch_size, prompt_style="auto", progress=self.progress)
 
     def __repr__(self) -> str:  # the default would be unhelpful; a model's repr is pages long
         return f"LocalBackend(model={type(self.model).__name__}, batch_size={self.batch_size})"

@@ -134,6 +134,15 @@ def _quantization(precision: str):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _keep_4bit_weights_trainable(model: PreTrainedModel) -> None:
+    """bitsandbytes 0.50 repacks a Linear4bit's weight for its AVX512-BF16 CPU kernel on the first inference
+    forward (generation) and never unpacks it; LoRA training after that barely moves the loss (3.62 -> 3.42 in
+    3 steps instead of 3.62 -> 2.13 on SmolLM2). Evaluation runs between epochs, so keep the trainable layout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load(spec: ModelSpec) -> LoadedModel:
     """Load a model and its tokenizer (no caching here; see `get`)."""
     path = resolve(spec.name)
@@ -148,6 +157,8 @@ def load(spec: ModelSpec) -> LoadedModel:
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not torch.cuda.is_available() and spec.precision in DTYPES:
         model.to(device())
+    if spec.precision == "nf4":
+        _keep_4bit_weights_trainable(model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt  # headless (no display) matplotlib falls back to Agg by itself
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None  # headless under papermill
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def _label(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None) -> plt.Axes:
+    """Axis labels, a 0-1 range for scores, legend and grid: the finish every line/scatter figure shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylabel == "score":
+        ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
 
 
 def score_lines(
@@ -42,16 +52,8 @@ def score_lines(
     if logx:
         ax.set_xscale("symlog", linthresh=1)
     elif pd.api.types.is_integer_dtype(table[x]):  # epochs, steps, counts: no 2.5 ticks
-        from matplotlib.ticker import MaxNLocator
-
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(y)
-    ax.set_ylim(-0.02, 1.02) if y == "score" else None
-    ax.set_title(title or "")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return ax
+    return _label(ax, xlabel or x, y, title)
 
 
 def score_table(table: pd.DataFrame, index: str, columns: str, y: str = "score") -> pd.DataFrame:
@@ -79,6 +81,7 @@ def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "sc
     image = ax.imshow(scaled.values, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xticks(range(len(data.columns)), data.columns, rotation=90, fontsize=7)
     ax.set_ylabel("trials (best first)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title or "")
     plt.colorbar(image, ax=ax, label="scaled value")
     return ax
@@ -106,13 +109,7 @@ def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevan
     _log_x(ax)
     if 0 < data[n].nunique() <= 12:  # few N values (CPU runs): label each one
         ax.set_xticks(sorted(data[n].unique()))
-    ax.set_xlabel("N irrelevant texts")
-    ax.set_ylabel(score)
-    ax.set_ylim(-0.02, 1.02) if score == "score" else None
-    ax.set_title(title or "")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return ax
+    return _label(ax, "N irrelevant texts", score, title)
 
 
 def top_lr_vs_n(trials: pd.DataFrame, min_score: float = 0.5, score: str = "score", n: str = "n_irrelevant",
@@ -150,9 +147,4 @@ def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None 
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
     if logx:
         _log_x(ax)
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    ax.set_title(title or "")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return ax
+    return _label(ax, xlabel or x, ylabel or y, title)

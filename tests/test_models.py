@@ -252,3 +252,25 @@ def test_every_precision_loads_through_models_load(precision, dtype, quantized):
             loss.backward()
             torch.optim.AdamW(params, lr=1e-2).step()
             assert math.isfinite(loss.item()) and all(p.grad is not None for p in params)
+
+
+def test_nf4_lora_gradients_are_the_same_after_generation():
+    """bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first inference forward and the
+    repacked layout breaks the backward pass; evaluation runs between epochs, so after a generate() the LoRA
+    gradients must be exactly what they were before it."""
+    wrapped = models.load(ModelSpec(name=models.TINY_MODEL, precision="nf4"))
+    ids = torch.randint(3, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+
+    def first_layer_grads() -> dict[str, torch.Tensor]:
+        with models.trainable(wrapped, lora_spec(["v_proj", "down_proj"])) as peft_model:
+            peft_model.train()
+            peft_model(input_ids=ids, labels=ids).loss.backward()
+            return {n: p.grad.clone() for n, p in peft_model.named_parameters()
+                    if p.requires_grad and ".layers.0." in n and "lora_B" in n}
+
+    before = first_layer_grads()
+    wrapped.model.eval()
+    wrapped.model.generate(input_ids=ids[:, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    after = first_layer_grads()
+    assert before and all(before[n].abs().sum() > 0 for n in before)
+    assert all(torch.allclose(before[n], after[n]) for n in before)
