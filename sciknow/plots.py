@@ -87,13 +87,16 @@ def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "sc
     return ax
 
 
-def _log_x(ax: plt.Axes) -> None:
-    """Log x scale labelled with plain numbers (1, 10, 100) rather than 10^k, without minor labels."""
+def _log_x(ax: plt.Axes, values: pd.Series) -> None:
+    """Log x scale labelled with plain numbers (1, 10, 100) rather than 10^k; few distinct values (CPU runs,
+    often within one decade) are each labelled."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    if 0 < values.nunique() <= 12:
+        ax.set_xticks(sorted(values.unique()))
 
 
 def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevant", best_line: bool = True,
@@ -106,9 +109,7 @@ def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevan
     if best_line and len(data):
         best = data.groupby(n)[score].max().sort_index()
         ax.plot(best.index, best.values, color="tab:red", marker="o", label="best per N")
-    _log_x(ax)
-    if 0 < data[n].nunique() <= 12:  # few N values (CPU runs): label each one
-        ax.set_xticks(sorted(data[n].unique()))
+    _log_x(ax, data[n])
     return _label(ax, "N irrelevant texts", score, title)
 
 
@@ -120,7 +121,7 @@ def top_lr_vs_n(trials: pd.DataFrame, min_score: float = 0.5, score: str = "scor
     if len(top):
         points = ax.scatter(top[n], top["lr"], c=top[score].astype(float), cmap="viridis", vmin=min_score, vmax=1)
         plt.colorbar(points, ax=ax, label=score)
-        _log_x(ax)
+        _log_x(ax, top[n])
         ax.set_yscale("log")
     else:
         ax.text(0.5, 0.5, f"no trial reached {score} >= {min_score}", ha="center", va="center",
@@ -146,5 +147,5 @@ def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None 
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
     if logx:
-        _log_x(ax)
+        _log_x(ax, data[x])
     return _label(ax, xlabel or x, ylabel or y, title)
