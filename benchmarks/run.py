@@ -50,7 +50,7 @@ SECTIONS = "machine,eval,train,optim,profile,sweep"
 LR = {"lora": 1e-4, "full": 1e-5}
 MAX_SCORE_DIFF = 0.02  # issue: scores of the two sides within 0.02
 MIN_IDENTICAL = 0.95  # issue: >= 95 % identical answers
-MAX_LOSS_DIFF = 0.05  # per-epoch mean training loss, sciknow vs HF Trainer
+MAX_EPOCH1_LOSS_DIFF = 1e-3  # epoch-1 mean training loss, sciknow vs HF Trainer (same data, seed, optimizer)
 
 # Sizes per preset; every one can be overridden by its flag. Times are for an idle 2-core CPU and SmolLM2-135M
 # (LoRA step on 1x200 tokens ~2 s, full-parameter step ~4 s, greedy decoding ~0.09 s/token at batch 1).
@@ -427,13 +427,14 @@ def bench_train(args, loaded, machine, texts: list[str], questions: list[str]) -
                          f"expected {steps * spec.epochs}")
         else:
             ep_s, ep_o = epoch_means(loss_s, steps), epoch_means(loss_o, steps)
-            d_epoch = max(abs(a - b) for a, b in zip(ep_s, ep_o))
-            row("train", f"{method}: max |Δ epoch-mean loss|", d_epoch, None, "nats",
-                f"per epoch: sciknow {[round(x, 4) for x in ep_s]}, HF {[round(x, 4) for x in ep_o]}; epoch 1 "
-                f"should agree to rounding, later epochs drift a little: the recipe's fresh Trainer per epoch "
-                f"restarts AdamW's moments, sciknow keeps them",
-                target=f"≤ {MAX_LOSS_DIFF}", met=check(d_epoch <= MAX_LOSS_DIFF,
-                                                      f"train {method}: epoch-mean losses differ by {d_epoch:.3f}"))
+            # Epoch 1 is the like-for-like check (same data, seed, initial weights, optimizer): it must agree.
+            # Later epochs are reported, not checked: the recipe's fresh Trainer per epoch restarts AdamW's
+            # moments while sciknow keeps them, a real difference between the two recipes.
+            d_first = abs(ep_s[0] - ep_o[0])
+            row("train", f"{method}: |Δ epoch-1 mean loss|", d_first, None, "nats",
+                f"per epoch: sciknow {[round(x, 4) for x in ep_s]}, HF {[round(x, 4) for x in ep_o]}; later epochs "
+                f"drift because the recipe restarts AdamW every epoch", target=f"≤ {MAX_EPOCH1_LOSS_DIFF}",
+                met=check(d_first <= MAX_EPOCH1_LOSS_DIFF, f"train {method}: epoch-1 losses differ by {d_first:.4f}"))
             row("train", f"{method}: max |Δ step loss|", max(abs(a - b) for a, b in zip(loss_s, loss_o)), None,
                 "nats", "same order, seed, fused AdamW; step curves in notes")
         NOTES.append(f"train {method} step losses, sciknow: {[round(x, 3) for x in loss_s]}")
