@@ -143,6 +143,16 @@ def load_knowledge_set(path: str | Path) -> KnowledgeSet:
     )
 
 
+def irrelevant_source(name: str | None) -> str:
+    """A notebook's `irrelevant_source` parameter as a DataSpec value: empty -> the shared PLOS starter corpus
+    (introductions chunked to <= 2000 words), "knowledge_set" -> the set's own texts, else a repo-relative folder."""
+    from .config import REPO_ROOT, SHARED_DIR
+
+    if not name:
+        return str(SHARED_DIR / "corpora" / "plos-starter")
+    return name if name == "knowledge_set" else str(REPO_ROOT / name)
+
+
 def training_texts(data: DataSpec, kset: KnowledgeSet | None = None) -> list[str]:
     """The texts one run trains on: the chosen contents plus N irrelevant texts drawn by seed.
 

@@ -83,3 +83,12 @@ def test_unknown_content_id_in_a_run_is_an_error(tmp_path):
     kset = load_knowledge_set(write(tmp_path, good_set()))
     with pytest.raises(KeyError, match="C7"):
         training_texts(DataSpec(knowledge_set=kset.path, contents=["C7"]), kset)
+
+
+def test_irrelevant_source_parameter():
+    from sciknow.config import REPO_ROOT, SHARED_DIR
+    from sciknow.data import irrelevant_source
+
+    assert irrelevant_source("") == str(SHARED_DIR / "corpora" / "plos-starter")
+    assert irrelevant_source("knowledge_set") == "knowledge_set"
+    assert irrelevant_source("data/jats") == str(REPO_ROOT / "data" / "jats")
