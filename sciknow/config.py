@@ -20,6 +20,9 @@ PAPER_SELECTED_GROUPS: tuple[str, ...] = ("embed_tokens", "v_proj", "o_proj", "g
 
 PRECISIONS = ("fp32", "fp16", "bf16", "nf4", "int8")
 METHODS = ("full", "lora", "deepspeed")
+# "constant": the same lr every step. "linear_per_epoch": the original study's schedule, which called HF Trainer.train()
+# once per epoch, so its default linear decay ran from lr to 0 within every epoch (AdamW's state carried over).
+LR_SCHEDULES = ("constant", "linear_per_epoch")
 PROMPT_STYLES = ("auto", "chat", "plain")
 SUITES = ("keywords", "paper")
 # Fields added after results were first recorded: left out of config ids while at their defaults, so the ids
@@ -60,6 +63,7 @@ class DataSpec:
 class TrainSpec:
     method: str = "full"
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "linear_per_epoch" (LR_SCHEDULES)
     epochs: int = 5
     batch_size: int = 1
     max_length: int = 512
@@ -79,7 +83,7 @@ class TrainSpec:
 class EvalSpec:
     prompt_style: str = "auto"  # "chat" uses the tokenizer's chat template; "plain" a Question/Answer prompt
     max_new_tokens: int = 100
-    batch_size: int = 8
+    batch_size: int = 32  # questions decoded together (sciknow.evaluate)
     every_epoch: bool = True  # evaluate after each epoch (one run = whole score-vs-epoch curve)
     # "keywords": keyword recall on the knowledge set's questions; "paper" (Task 4, needs data.dataset): ROUGE-2
     # on held-out descriptive Q&A (= score) plus multiple-choice and MMLU accuracy (+ judge) in `metrics`.
@@ -147,6 +151,8 @@ def check(config: RunConfig) -> None:
         problems.append(f"model.precision={m.precision!r} (expected one of {PRECISIONS})")
     if t.method not in METHODS:
         problems.append(f"train.method={t.method!r} (expected one of {METHODS})")
+    if t.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"train.lr_schedule={t.lr_schedule!r} (expected one of {LR_SCHEDULES})")
     if e.prompt_style not in PROMPT_STYLES:
         problems.append(f"eval.prompt_style={e.prompt_style!r} (expected one of {PROMPT_STYLES})")
     if t.method == "lora":

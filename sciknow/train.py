@@ -1,7 +1,9 @@
-"""The training loop: causal-LM loss on whole texts, AdamW at a constant learning rate, a callback per epoch.
+"""The training loop: causal-LM loss on whole texts, AdamW, a callback per epoch.
 
-The learning rate is constant on purpose: then the model after epoch k of a 10-epoch run is the model a
-k-epoch run would give, so one run with per-epoch evaluation yields the whole score-vs-epoch curve.
+The learning rate is constant by default, or decays linearly to 0 within each epoch as in the original study
+(`TrainSpec.lr_schedule`). Either way the schedule does not depend on the number of epochs, on purpose: the
+model after epoch k of a 10-epoch run is the model a k-epoch run would give, so one run with per-epoch
+evaluation yields the whole score-vs-epoch curve.
 """
 from __future__ import annotations
 
@@ -83,6 +85,14 @@ def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
     return engine
 
 
+def step_lr(spec: TrainSpec, step_in_epoch: int, steps_per_epoch: int) -> float:
+    """The learning rate of an epoch's step `step_in_epoch` (0-based). "linear_per_epoch" is HF's linear
+    schedule without warm-up over one epoch: lr * (n - i) / n, as in the original study's Trainer.train() calls."""
+    if spec.lr_schedule == "linear_per_epoch":
+        return spec.lr * (steps_per_epoch - step_in_epoch) / steps_per_epoch
+    return spec.lr
+
+
 def train(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -107,11 +117,14 @@ def train(
     steps = tokens = 0
     n_batches = math.ceil(len(examples) / spec.batch_size)
     bar = tqdm(total=spec.epochs * n_batches, desc="training", disable=not progress, leave=False)
+    param_groups = (engine.optimizer if engine else optimizer).param_groups
     model.train()
     for epoch in range(1, spec.epochs + 1):
         order = torch.randperm(len(examples), generator=order_rng).tolist()
         losses = []
-        for start in range(0, len(order), spec.batch_size):
+        for i, start in enumerate(range(0, len(order), spec.batch_size)):
+            for group in param_groups:
+                group["lr"] = step_lr(spec, i, n_batches)
             batch = collate([examples[i] for i in order[start:start + spec.batch_size]], tokenizer.pad_token_id)
             batch = {k: v.to(dev) for k, v in batch.items()}
             loss = (engine or model)(**batch).loss

@@ -1,13 +1,15 @@
-"""Guard the batched evaluation path: 8 prompts with batch_size 8 are one `generate` call with batch 8, and the
-batched answers equal one-by-one answers (tiny random Llama, so this runs in seconds)."""
+"""Guard the batched evaluation path (tiny random Llama, so this runs in seconds): questions are decoded
+`batch_size` at a time, prompts are prefilled in chunks whose KV caches are joined, finished rows leave the
+batch, every step after the prefill feeds one token per row (KV cache), and the answers equal
+`model.generate`'s greedy answers token for token."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sciknow import models
+from sciknow import evaluate, models
 from sciknow.config import ModelSpec
-from sciknow.evaluate import generate_answers
+from sciknow.evaluate import build_prompt, end_token_ids, generate_answers, greedy_decode
 
 # Prompts of different lengths, so batching needs left padding.
 QUESTIONS = [
@@ -24,58 +26,74 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The tiny random Llama with larger weights (std 0.3): as built it answers every prompt with the same
+    newline token, which would make these comparisons pass whatever the batching did."""
     torch.set_num_threads(1)  # tiny model: threads only add synchronisation cost
-    return models.load(ModelSpec(name=models.TINY_MODEL))
+    loaded = models.load(ModelSpec(name=models.TINY_MODEL))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return loaded
 
 
-def _count_generate(model, monkeypatch, record: dict | None = None) -> list[tuple[int, ...]]:
-    """Wrap `model.generate`: returns the input shape of every call; `record` maps each prompt's unpadded
-    token ids to the token ids generated for it (up to the first end token), so answers compare exactly
-    even where the decoded text is empty (the random model likes special tokens)."""
-    shapes: list[tuple[int, ...]] = []
-    original = model.generate
-
-    def counting(*args, **kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        shapes.append(tuple(ids.shape))
-        out = original(*args, **kwargs)
-        if record is not None:
-            mask, eos = kwargs["attention_mask"], kwargs["eos_token_id"]
-            for row in range(ids.shape[0]):
-                prompt = tuple(ids[row][mask[row].bool()].tolist())
-                new = out[row, ids.shape[1]:].tolist()
-                record[prompt] = new[: new.index(eos) + 1] if eos in new else new
-        return out
-
-    monkeypatch.setattr(model, "generate", counting)
-    return shapes
+def _prompt_ids(tiny, questions=QUESTIONS) -> list[list[int]]:
+    tok = tiny.tokenizer
+    return [tok(build_prompt(tok, q), add_special_tokens=False).input_ids for q in questions]
 
 
-def test_one_generate_call_per_batch(tiny, monkeypatch):
-    shapes = _count_generate(tiny.model, monkeypatch)
+def _reference(tiny, prompt: list[int], max_new_tokens: int, stop_ids: set[int]) -> list[int]:
+    """`model.generate`, greedy, one prompt at a time (no padding): tokens up to and including the end token."""
+    out = tiny.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop_ids),
+                              pad_token_id=tiny.tokenizer.pad_token_id)[0, len(prompt):].tolist()
+    end = next((i for i, t in enumerate(out) if t in stop_ids), None)
+    return out if end is None else out[:end + 1]
+
+
+@pytest.fixture
+def forward_batches(tiny):
+    """(rows, tokens) of every forward pass of the model while the test runs."""
+    shapes: list[tuple[int, int]] = []
+    handle = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    yield shapes
+    handle.remove()
+
+
+def test_one_decode_per_batch(tiny, monkeypatch):
+    sizes: list[int] = []
+    original = evaluate.greedy_decode
+    monkeypatch.setattr(evaluate, "greedy_decode", lambda model, prompts, *a, **k: sizes.append(len(prompts)) or
+                        original(model, prompts, *a, **k))
     answers = generate_answers(tiny.model, tiny.tokenizer, QUESTIONS, max_new_tokens=4, batch_size=8)
-    assert len(answers) == 8
-    assert len(shapes) == 1, f"expected one batched generate call, got {len(shapes)}: {shapes}"
-    assert shapes[0][0] == 8
-
-
-def test_batches_of_three(tiny, monkeypatch):
-    shapes = _count_generate(tiny.model, monkeypatch)
+    assert len(answers) == 8 and sizes == [8], f"expected one batch of 8, got {sizes}"
+    sizes.clear()
     generate_answers(tiny.model, tiny.tokenizer, QUESTIONS, max_new_tokens=2, batch_size=3)
-    assert [s[0] for s in shapes] == [3, 3, 2]
+    assert sizes == [3, 3, 2]
 
 
-def test_batched_answers_equal_one_by_one(tiny, monkeypatch):
-    batched_ids: dict = {}
-    _count_generate(tiny.model, monkeypatch, batched_ids)
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_tokens_equal_model_generate(tiny, monkeypatch, chunk):
+    """Chunked prefill (3: three chunks whose caches are joined; 8: one) and rows leaving the batch at different
+    steps change nothing."""
+    monkeypatch.setattr(evaluate, "PREFILL_CHUNK", chunk)
+    prompts = sorted(_prompt_ids(tiny), key=len)
+    pad = tiny.tokenizer.pad_token_id
+    free = greedy_decode(tiny.model, prompts, 8, end_token_ids(tiny.model, tiny.tokenizer), pad)
+    assert len({tuple(new) for new in free}) == len(prompts), "answers should differ between prompts"
+    # Declare tokens from the middle of two answers end tokens, so rows finish at different steps.
+    stop_ids = end_token_ids(tiny.model, tiny.tokenizer) | {free[1][2], free[5][4]}
+    batched = greedy_decode(tiny.model, prompts, 8, stop_ids, pad)
+    assert batched == [_reference(tiny, p, 8, stop_ids) for p in prompts]
+    assert len({len(new) for new in batched}) > 1, "rows should end at different steps"
+
+
+def test_batched_answers_equal_one_by_one(tiny):
     batched = generate_answers(tiny.model, tiny.tokenizer, QUESTIONS, max_new_tokens=8, batch_size=8)
-    single_ids: dict = {}
-    monkeypatch.undo()
-    _count_generate(tiny.model, monkeypatch, single_ids)
     single = generate_answers(tiny.model, tiny.tokenizer, QUESTIONS, max_new_tokens=8, batch_size=1)
     assert batched == single
-    assert len(batched_ids) == len(QUESTIONS) and batched_ids == single_ids  # token for token
-    assert any(len(new) > 1 for new in batched_ids.values()), "the tiny model should generate several tokens"
 
 
 def test_answers_keep_question_order(tiny):
@@ -84,25 +102,34 @@ def test_answers_keep_question_order(tiny):
     assert backward == forward[::-1]
 
 
-def test_generation_uses_kv_cache(tiny, monkeypatch):
-    """With the KV cache, only the first forward pass sees the whole prompt; every later one feeds just the
-    new token. Without it each step re-reads the prompt: answers stay the same, evaluation gets much slower."""
-    calls: list[dict] = []
-    original = tiny.model.generate
+def test_decoding_uses_kv_cache(tiny, forward_batches, monkeypatch):
+    """With the KV cache only the prefill reads whole prompts; every later pass feeds one token per row. Without
+    it each step re-reads the prompt: answers stay the same, evaluation gets much slower."""
+    monkeypatch.setattr(evaluate, "PREFILL_CHUNK", 2)
+    generate_answers(tiny.model, tiny.tokenizer, QUESTIONS[:4], max_new_tokens=4, batch_size=4)
+    prefill, decode = forward_batches[:2], forward_batches[2:]
+    assert [rows for rows, _ in prefill] == [2, 2] and all(tokens > 1 for _, tokens in prefill)
+    assert decode and all(tokens == 1 for _, tokens in decode), f"later steps should feed one token: {decode}"
 
-    def recording(*args, **kwargs):
-        calls.append(kwargs)
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(tiny.model, "generate", recording)
-    lengths: list[int] = []
-    handle = tiny.model.register_forward_pre_hook(
-        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
-    try:
-        generate_answers(tiny.model, tiny.tokenizer, QUESTIONS[:3], max_new_tokens=4, batch_size=3)
-    finally:
-        handle.remove()
-    assert len(calls) == 1 and calls[0].get("use_cache", True) is not False
-    assert tiny.model.generation_config.use_cache is not False
-    assert lengths[0] > 1, "the first forward pass reads the (padded) prompt"
-    assert len(lengths) > 1 and set(lengths[1:]) == {1}, f"later steps should feed one token each, got {lengths}"
+def test_finished_rows_leave_the_batch(tiny, forward_batches):
+    """Make row 0's first token an end token: it stops at once, the others decode on with one row fewer and
+    produce exactly what they produce without it."""
+    prompts = _prompt_ids(tiny)[:4]
+    stop_ids = end_token_ids(tiny.model, tiny.tokenizer)
+    alone = greedy_decode(tiny.model, prompts, 6, stop_ids, tiny.tokenizer.pad_token_id)
+    first = alone[0][0]
+    assert all(first not in new for new in alone[1:]), "prompts whose answers do not share that token"
+    forward_batches.clear()
+    out = greedy_decode(tiny.model, prompts, 6, stop_ids | {first}, tiny.tokenizer.pad_token_id)
+    assert out[0] == [first] and out[1:] == alone[1:]
+    assert [rows for rows, tokens in forward_batches if tokens == 1][0] == 3
+
+
+def test_stop_function_ends_a_row(tiny):
+    prompts = _prompt_ids(tiny)[:2]
+    stop_ids = end_token_ids(tiny.model, tiny.tokenizer)
+    free = greedy_decode(tiny.model, prompts, 6, stop_ids, tiny.tokenizer.pad_token_id)
+    stopped = greedy_decode(tiny.model, prompts, 6, stop_ids, tiny.tokenizer.pad_token_id,
+                            stop=lambda tokens: len(tokens) == 2)
+    assert stopped == [new[:2] for new in free]
