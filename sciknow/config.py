@@ -83,7 +83,9 @@ class TrainSpec:
 class EvalSpec:
     prompt_style: str = "auto"  # "chat" uses the tokenizer's chat template; "plain" a Question/Answer prompt
     max_new_tokens: int = 100
-    batch_size: int = 32  # questions decoded together (sciknow.evaluate)
+    # Questions decoded together. Rows leave the batch as they finish; the KV cache holds at most batch_size x
+    # (prompt + max_new_tokens) tokens: lower it for 7B+ models on a small GPU.
+    batch_size: int = 64
     every_epoch: bool = True  # evaluate after each epoch (one run = whole score-vs-epoch curve)
     # "keywords": keyword recall on the knowledge set's questions; "paper" (Task 4, needs data.dataset): ROUGE-2
     # on held-out descriptive Q&A (= score) plus multiple-choice and MMLU accuracy (+ judge) in `metrics`.

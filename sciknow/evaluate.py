@@ -48,7 +48,7 @@ def generate_answers(
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
     max_new_tokens: int = 100,
-    batch_size: int = 32,
+    batch_size: int = 64,
     prompt_style: str = "auto",
     progress: bool = False,
 ) -> list[str]:
@@ -173,7 +173,7 @@ def answer_and_score(
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[Question],
     max_new_tokens: int = 100,
-    batch_size: int = 32,
+    batch_size: int = 64,
     prompt_style: str = "auto",
 ) -> tuple[float, list[dict]]:
     """Keyword score of the model on `questions` and every prediction (question, answer, per-question score)."""

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -201,7 +202,13 @@ def attach_lora(model: PreTrainedModel, train: TrainSpec):
         target_modules=lora_target_modules(model, train.layer_groups), task_type="CAUSAL_LM",
     )
     torch.manual_seed(train.seed)  # adapter initialisation is part of the run's randomness
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # Separate adapters on tied embed_tokens / lm_head are what the paper's groups mean (Llama-2 does not tie
+        # them); peft warns about merging such adapters, which sciknow never does.
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True`")
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`: nothing for us to change.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        return get_peft_model(model, config)
 
 
 @contextmanager

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import corpus, qa
 from .config import SHARED_DIR
 
@@ -375,7 +373,7 @@ def make_judge(spec: Mapping[str, Any] | None):
 
 
 def evaluate_paper(model, tokenizer, dataset: str | Path, n_qa: int = 0, n_mc: int = 0, n_mmlu: int = 0,
-                   max_new_tokens: int = 100, mc_max_new_tokens: int = 8, batch_size: int = 8,
+                   max_new_tokens: int = 100, mc_max_new_tokens: int = 8, batch_size: int = 64,
                    prompt_style: str = "auto", judge=None, judge_max_new_tokens: int = 128
                    ) -> tuple[dict[str, float], list[dict]]:
     """The "paper" suite on a dataset's held-out test sets (first n of each; 0 = all).
@@ -473,10 +471,10 @@ def suggest_task4_config(trial, base, space: Task4Space, available: Mapping[str,
 def make_task4_objective(base, space: Task4Space, results_path: str | Path, untrained: float):
     """Objective: (generation score - untrained score) x log10(total texts); see `objective_value`.
 
-    Each trial is one `experiment.run` (eval suite "paper"); the raw ROUGE-2 score, MC and MMLU accuracy,
+    Each trial is one `sweep.run_trial` (eval suite "paper"); the raw ROUGE-2 score, MC and MMLU accuracy,
     total and instruction-format text counts are kept as trial user attrs.
     """
-    from . import experiment
+    from . import sweep
 
     if untrained is None or not math.isfinite(untrained):
         raise ValueError(f"untrained score is {untrained!r}: the dataset {base.data.dataset} has no held-out "
@@ -485,25 +483,13 @@ def make_task4_objective(base, space: Task4Space, results_path: str | Path, untr
 
     def objective(trial) -> float:
         config = suggest_task4_config(trial, base, space, available)
-        run_id = f"{trial.study.study_name}-t{trial.number}"
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("run_id", run_id)
-        try:
-            record = experiment.run(config, results_path, progress=False, run_id=run_id)
-        except Exception as err:
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:2000])
-            raise
-        if record["status"] != "ok":
-            trial.set_user_attr("fail_reason", f"{record['status']}: {record['error']}")
-            raise RuntimeError(record["error"])
+        record = sweep.run_trial(trial, config, results_path)
         counts = config.data.genre_counts
         total = sum(counts.values())
-        metrics = record.get("final_metrics") or {}
         trial.set_user_attr("score", record["final_score"])
-        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("metrics", record.get("final_metrics") or {})
         trial.set_user_attr("total_texts", total)
         trial.set_user_attr("n_instruction_texts", sum(counts.get(g, 0) for g in INSTRUCTION_GENRES))
-        trial.set_user_attr("wall_s", record["wall_s"])
         score = record["final_score"] if record["final_score"] is not None else math.nan
         return objective_value(score, untrained, total)
 
@@ -511,24 +497,15 @@ def make_task4_objective(base, space: Task4Space, results_path: str | Path, untr
 
 
 def task4_trials_frame(study) -> "Any":
-    """One row per trial: params, objective value, score, mc, mmlu, total / instruction text counts."""
-    import pandas as pd
+    """`sweep.trials_frame` (params, objective value, score, mc, mmlu, judge, text counts) plus `adapters_all`."""
+    from . import sweep
 
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row = {"number": t.number, "state": t.state.name, "value": t.value, "score": t.user_attrs.get("score")}
-        metrics = t.user_attrs.get("metrics") or {}
-        row |= {"mc": metrics.get("mc"), "mmlu": metrics.get("mmlu"), "judge": metrics.get("judge")}
-        row |= {k: t.user_attrs.get(k) for k in ("total_texts", "n_instruction_texts", "wall_s", "run_id",
-                                                  "fail_reason")}
-        row |= {k: v for k, v in t.params.items()}
-        if "adapters" in row:
-            row["adapters_all"] = int(row["adapters"] == "all")
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    for col in ("lora_r", "lora_alpha", "lr", "total_texts"):
-        if col in df:
-            df[f"log10_{col}"] = np.log10(df[col].astype(float).clip(lower=1e-12))
+    df = sweep.trials_frame(study)
+    for col in ("mc", "mmlu", "judge", "total_texts", "n_instruction_texts"):  # even if no trial got that far
+        if col not in df:
+            df[col] = None
+    if "adapters" in df:
+        df["adapters_all"] = (df["adapters"] == "all").astype(int)
     return df
 
 

@@ -38,6 +38,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,29 @@ class TrialFailed(RuntimeError):
     """The run diverged or raised: the trial is recorded as FAIL with this reason and the sweep goes on."""
 
 
+def run_trial(trial: optuna.Trial, config: RunConfig, results_path: str | Path) -> dict[str, Any]:
+    """One trial's `experiment.run`, recorded in the trial's user attrs (config, run id, worker, per-epoch scores
+    and losses, wall time). A run that raises or diverges raises `TrialFailed` with the reason kept as
+    "fail_reason": the trial is recorded as FAIL and the sweep goes on."""
+    run_id = f"{trial.study.study_name}-t{trial.number}"
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("run_id", run_id)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("config_id", experiment.config_id(config))
+    try:
+        record = experiment.run(config, results_path, progress=False, run_id=run_id)
+    except Exception as err:
+        trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:2000])
+        raise TrialFailed(str(err)) from err
+    trial.set_user_attr("per_epoch_score", [e["score"] for e in record["per_epoch"]])
+    trial.set_user_attr("per_epoch_loss", [e["loss"] for e in record["per_epoch"]])
+    trial.set_user_attr("wall_s", record["wall_s"])
+    if record["status"] != "ok":
+        trial.set_user_attr("fail_reason", f"{record['status']}: {record['error']}")
+        raise TrialFailed(record["error"])
+    return record
+
+
 def make_objective(task: str, base: RunConfig, space: SearchSpace, results_path: str | Path,
                    epoch_score: str = "last", n_trials: int | None = None) -> Callable[[optuna.Trial], float]:
     """The objective of Task 2a/2b: one `experiment.run` per trial, per-epoch scores kept as user attrs."""
@@ -174,22 +198,7 @@ def make_objective(task: str, base: RunConfig, space: SearchSpace, results_path:
             trial.set_user_attr("surplus", True)
             raise TrialFailed("surplus: other workers already filled the study")
         config = suggest_config(trial, base, space, contents)
-        trial.set_user_attr("config", config.to_dict())
-        run_id = f"{trial.study.study_name}-t{trial.number}"
-        trial.set_user_attr("run_id", run_id)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("config_id", experiment.config_id(config))
-        try:
-            record = experiment.run(config, results_path, progress=False, run_id=run_id)
-        except Exception as err:
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:2000])
-            raise TrialFailed(str(err)) from err
-        trial.set_user_attr("per_epoch_score", [e["score"] for e in record["per_epoch"]])
-        trial.set_user_attr("per_epoch_loss", [e["loss"] for e in record["per_epoch"]])
-        trial.set_user_attr("wall_s", record["wall_s"])
-        if record["status"] != "ok":
-            trial.set_user_attr("fail_reason", f"{record['status']}: {record['error']}")
-            raise TrialFailed(record["error"])
+        record = run_trial(trial, config, results_path)
         score = record["final_score"] if epoch_score == "last" else record["best_score"]
         trial.set_user_attr("score", score)
         return objective_value(task, score, config.data.n_irrelevant)
@@ -225,9 +234,11 @@ def storage(url: str | None = None, run_dir: str | Path = ".", heartbeat_interva
     url = _with_driver(url)
     # SQLite: wait for a lock instead of failing at once; PostgreSQL: survive dropped idle connections.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period or 2 * heartbeat_interval,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period or 2 * heartbeat_interval,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
 
 
 def make_sampler(kind: str, seed: int | None = None, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
@@ -303,23 +314,27 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
 
 # --- analysis ---------------------------------------------------------------------------------------------
 
-LOG_COLUMNS = ("n_irrelevant", "lora_r", "lora_alpha", "lr")
+LOG_COLUMNS = ("n_irrelevant", "lora_r", "lora_alpha", "lr", "total_texts")
+# Trial user attrs copied into the trials frame when a trial has them (Task 4 adds text counts).
+ATTR_COLUMNS = ("run_id", "wall_s", "fail_reason", "baseline", "forced_content", "forced_layer_group", "forced_text",
+                "total_texts", "n_instruction_texts")
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value, score, params (bools as 0/1), log10 of log-scale params, and
-    n_contents / n_layer_groups as actually trained (after the at-least-one rules)."""
+    """One row per trial: number, state, value, score, any further metrics (Task 4: mc, mmlu, judge), params
+    (bools as 0/1), log10 of log-scale params, and n_contents / n_layer_groups as actually trained (after the
+    at-least-one rules)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": t.value,
                                "score": t.user_attrs.get("score")}
+        row |= t.user_attrs.get("metrics") or {}
         row |= {k: int(v) if isinstance(v, bool) else v for k, v in t.params.items()}
         config = t.user_attrs.get("config")
         if config:
             row["n_contents"] = len(config["data"]["contents"])
             row["n_layer_groups"] = len(config["train"]["layer_groups"])
-        for k in ("run_id", "wall_s", "fail_reason", "baseline", "forced_content", "forced_layer_group"):
-            row[k] = t.user_attrs.get(k)
+        row |= {k: t.user_attrs[k] for k in ATTR_COLUMNS if k in t.user_attrs}
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
         rows.append(row)
     df = pd.DataFrame(rows)
