@@ -7,7 +7,8 @@ then it calls `sciknow.experiment.run`, the one training/evaluation path, and re
 * Task 2a (random search, Fig. S1): the keyword score.
 * Task 2b (TPE, Fig. 3): score x log10(N). As in the paper, N = 1 gives log10(1) = 0, so every N = 1 trial
   is worth 0 whatever its score: the search is pushed towards configurations that survive many irrelevant
-  texts. The raw score is always kept as the trial's user attr "score" for the analyses.
+  texts. Opt-in `floor` (the untrained score) makes it (score - floor) x log10(N), so that learning nothing
+  earns nothing. The raw score is always kept as the trial's user attr "score" for the analyses.
 
 "score" is the score after the last epoch by default (`epoch_score="last"`: the model you get by training
 that many epochs); `epoch_score="best"` takes the best epoch instead (optimistic: it selects on the test
@@ -148,12 +149,15 @@ def baseline_params(base: RunConfig, space: SearchSpace, contents: list[str]) ->
     return params
 
 
-def objective_value(task: str, score: float, n_irrelevant: int) -> float:
-    """Task 2a: the score. Task 2b: score x log10(N), which is 0 at N = 1 (see the module docstring)."""
+def objective_value(task: str, score: float, n_irrelevant: int, floor: float = 0.0) -> float:
+    """Task 2a: the score. Task 2b: (score - floor) x log10(N), which is 0 at N = 1 (see the module docstring).
+
+    `floor` is the untrained model's score (0 = the paper's objective): without it a model that learned nothing
+    still earns floor x log10(N) on a set whose questions leak keywords, and the search climbs by raising N."""
     if task == "2a":
         return score
     if task == "2b":
-        return score * math.log10(n_irrelevant)
+        return (score - floor) * math.log10(n_irrelevant)
     raise ValueError(f"task={task!r} (expected one of {TASKS})")
 
 
@@ -185,7 +189,8 @@ def run_trial(trial: optuna.Trial, config: RunConfig, results_path: str | Path) 
 
 
 def make_objective(task: str, base: RunConfig, space: SearchSpace, results_path: str | Path,
-                   epoch_score: str = "last", n_trials: int | None = None) -> Callable[[optuna.Trial], float]:
+                   epoch_score: str = "last", n_trials: int | None = None,
+                   floor: float = 0.0) -> Callable[[optuna.Trial], float]:
     """The objective of Task 2a/2b: one `experiment.run` per trial, per-epoch scores kept as user attrs."""
     if epoch_score not in EPOCH_SCORES:
         raise ValueError(f"epoch_score={epoch_score!r} (expected one of {EPOCH_SCORES})")
@@ -201,7 +206,7 @@ def make_objective(task: str, base: RunConfig, space: SearchSpace, results_path:
         record = run_trial(trial, config, results_path)
         score = record["final_score"] if epoch_score == "last" else record["best_score"]
         trial.set_user_attr("score", score)
-        return objective_value(task, score, config.data.n_irrelevant)
+        return objective_value(task, score, config.data.n_irrelevant, floor)
 
     return objective
 
@@ -380,18 +385,19 @@ def best_config(study: optuna.Study) -> RunConfig:
 
 # --- command line -----------------------------------------------------------------------------------------
 
-def setup_dict(task: str, base: RunConfig, space: SearchSpace, epoch_score: str, results: str) -> dict[str, Any]:
+def setup_dict(task: str, base: RunConfig, space: SearchSpace, epoch_score: str, results: str,
+               floor: float = 0.0) -> dict[str, Any]:
     return {"task": task, "base": base.to_dict(), "space": space.to_dict(), "epoch_score": epoch_score,
-            "results": results}
+            "results": results, "floor": floor}
 
 
 def prepare(name: str, store: optuna.storages.BaseStorage, task: str, base: RunConfig, space: SearchSpace,
             results_path: str | Path, epoch_score: str = "last", n_trials: int | None = None,
-            sampler: str | None = None, seed: int | None = 0, n_startup_trials: int = 10,
+            sampler: str | None = None, seed: int | None = 0, n_startup_trials: int = 10, floor: float = 0.0,
             ) -> tuple[optuna.Study, Callable[[optuna.Trial], float]]:
     """Open (or create) a Task 2a/2b study and its objective; an existing study's recorded setup wins."""
     space = space.capped(irrelevant_pool_size(base))
-    setup = setup_dict(task, base, space, epoch_score, str(results_path))
+    setup = setup_dict(task, base, space, epoch_score, str(results_path), floor)
     study = open_study(name, store, sampler or ("random" if task == "2a" else "tpe"), seed,
                        setup=setup, baseline=baseline_params(base, space, content_ids(base)),
                        n_startup_trials=n_startup_trials)
@@ -399,7 +405,8 @@ def prepare(name: str, store: optuna.storages.BaseStorage, task: str, base: RunC
     if stored != setup:
         print(f"sciknow.sweep: study {name!r} exists; using its recorded setup (task {stored['task']})")
     base, space = RunConfig.from_dict(stored["base"]), SearchSpace.from_dict(stored["space"])
-    objective = make_objective(stored["task"], base, space, results_path, stored["epoch_score"], n_trials)
+    objective = make_objective(stored["task"], base, space, results_path, stored["epoch_score"], n_trials,
+                               stored.get("floor", 0.0))  # studies from before the floor option have none
     return study, objective
 
 
@@ -416,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--model", default=None, help="override base model.name (a new study only)")
     w.add_argument("--space", default=None, help="SearchSpace JSON, e.g. '{\"epochs\": [1, 5]}' (new study)")
     w.add_argument("--epoch-score", choices=EPOCH_SCORES, default="last")
+    w.add_argument("--floor", type=float, default=0.0, help="Task 2b: untrained score subtracted (new study)")
     w.add_argument("--results", default=None, help="results JSONL (default RUN_DIR/results.jsonl)")
     w.add_argument("--seed", type=int, default=None, help="sampler seed (default random: workers differ)")
     w.add_argument("--n-startup-trials", type=int, default=10)
@@ -430,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     results_path = args.results or str(Path(args.run_dir) / "results.jsonl")
     store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period)
     study, objective = prepare(args.study, store, args.task, base, space, results_path, args.epoch_score,
-                               args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials)
+                               args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials,
+                               floor=args.floor)
     run_trials(study, objective, args.n_trials, args.timeout)
     print(f"study {args.study}: {n_counted(study)} trials counted")
 

@@ -85,6 +85,16 @@ def test_run_many_resumes(tmp_path):
     assert json.loads(path.read_text().splitlines()[0])["config_id"] == experiment.config_id(configs[0])
 
 
+def test_run_once_reads_the_recorded_run_instead_of_running_again(tmp_path):
+    path = tmp_path / "results.jsonl"
+    untrained = tiny_config(**{"train.epochs": 0})
+    first = experiment.run_once(untrained, path, progress=False)
+    again = experiment.run_once(untrained, path, progress=False)
+    assert again["run_id"] == first["run_id"] and len(results.read(path)) == 1
+    other = experiment.run_once(untrained.replace(**{"train.seed": 1}), path, progress=False)
+    assert other["run_id"] != first["run_id"] and len(results.read(path)) == 2
+
+
 def test_deepspeed_zero3_offload_trains_like_plain_full_training(tmp_path):
     """method="deepspeed" runs in DeepSpeed's own launcher (ZeRO-3, CPU offload, CPU accelerator here) and
     optimises the same objective with the same AdamW: its per-epoch losses match plain full training."""

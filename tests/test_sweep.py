@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from sciknow import sweep
+from sciknow import results, sweep
 from sciknow.config import LAYER_GROUPS, REPO_ROOT, EvalSpec, ModelSpec, RunConfig, TrainSpec
 
 BASE = RunConfig(task="2b", train=TrainSpec(method="lora"))
@@ -76,6 +76,9 @@ def test_objective_value():
     assert sweep.objective_value("2b", 0.6, 1) == 0.0  # N = 1 is worth nothing, whatever the score
     assert sweep.objective_value("2b", 0.6, 10) == pytest.approx(0.6)
     assert sweep.objective_value("2b", 0.5, 1000) == pytest.approx(1.5)
+    assert sweep.objective_value("2b", 0.14, 100, floor=0.14) == 0.0  # learning nothing earns nothing
+    assert sweep.objective_value("2b", 0.64, 100, floor=0.14) == pytest.approx(1.0)
+    assert sweep.objective_value("2a", 0.64, 100, floor=0.14) == 0.64
     with pytest.raises(ValueError):
         sweep.objective_value("3", 0.5, 10)
 
@@ -123,6 +126,21 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
     study2, objective2 = sweep.prepare("t", store, "2b", BASE, sweep.SearchSpace(), tmp_path / "r.jsonl", n_trials=3)
     sweep.run_trials(study2, objective2, 3)
     assert len(study2.trials) == 3
+
+
+def test_floor_is_recorded_with_the_study_and_used_by_its_objective(tmp_path):
+    """A real tiny-model trial at N = 10: the random model scores 0, so the objective is (0 - floor) x 1."""
+    store = sweep.storage(None, tmp_path)
+    space = sweep.SearchSpace.from_dict({**TINY_SPACE, "n_irrelevant": [10, 10]})
+    study, objective = sweep.prepare("f", store, "2b", tiny_base(), space, tmp_path / "r.jsonl", n_trials=1,
+                                     floor=0.25)
+    sweep.run_trials(study, objective, 1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["score"] == 0.0
+    assert trial.value == pytest.approx(-0.25)
+    # Re-opened without the option, the recorded setup (and so its floor) wins.
+    study2, _ = sweep.prepare("f", store, "2b", tiny_base(), space, tmp_path / "r.jsonl", n_trials=1)
+    assert study2.user_attrs["setup"]["floor"] == 0.25
 
 
 def _worker(url: str, study: str, n_trials: int, run_dir: Path, base: Path, *extra: str) -> subprocess.Popen:
@@ -179,6 +197,8 @@ def test_notebook_smoke(tmp_path, notebook, files):
 
     params = {"model": "tiny-llama", "knowledge_set": "default", "n_trials": 2, "max_new_tokens": 2,
               "max_length": 32, "out_dir": str(tmp_path), **TINY_SPACE}
+    if notebook.startswith("04"):
+        params["subtract_untrained"] = True  # the floored objective: an untrained run first, then the trials
     papermill.execute_notebook(REPO_ROOT / "notebooks" / notebook, tmp_path / notebook, parameters=params,
                                cwd=REPO_ROOT / "notebooks", progress_bar=False, kernel_name="python3")
     for name in files:
@@ -193,6 +213,10 @@ def test_notebook_smoke(tmp_path, notebook, files):
     else:
         best = pd.read_csv(tmp_path / "best_per_n.csv")
         assert set(best.n_irrelevant) == set(trials.n_irrelevant)
+        untrained = [r for r in results.read(tmp_path / "results.jsonl") if r["config"]["train"]["epochs"] == 0]
+        assert len(untrained) == 1  # its score is the floor recorded with the study
+        floor = optuna.load_study(study_name="task2b", storage=sweep.default_url(tmp_path)).user_attrs["setup"]["floor"]
+        assert floor == untrained[0]["final_score"]
     assert_dashboard_serves(sweep.default_url(tmp_path), n_trials=2)
 
 
