@@ -159,13 +159,14 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
     if len(caches) == 1:
         return caches[0], masks[0], logits[0]
     pad = [longest - m.shape[1] for m in masks]
-    joined = [
-        tuple(torch.cat([torch.nn.functional.pad(t, (0, 0, p, 0)) for t, p in zip(tensors, pad)])
-              for tensors in ([c.layers[i].keys for c in caches], [c.layers[i].values for c in caches]))
-        for i in range(len(caches[0].layers))
-    ]
+
+    def join(per_chunk: list[torch.Tensor]) -> torch.Tensor:  # [rows, heads, tokens, dim] each, left-padded
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, p, 0)) for t, p in zip(per_chunk, pad)])
+
+    layers = [(join([c.layers[i].keys for c in caches]), join([c.layers[i].values for c in caches]))
+              for i in range(len(caches[0].layers))]
     mask = torch.cat([torch.nn.functional.pad(m, (p, 0)) for m, p in zip(masks, pad)])
-    return DynamicCache(ddp_cache_data=joined, config=model.config), mask, torch.cat(logits)
+    return DynamicCache(ddp_cache_data=layers, config=model.config), mask, torch.cat(logits)
 
 
 def answer_and_score(
