@@ -59,8 +59,8 @@ PRESETS = {
     "paper": dict(repeats=3, mmlu_repeats=3, max_new_tokens=100, n_mmlu=50, train_texts=42, train_epochs=2,
                   train_repeats=3, max_length=256, sweep_contents=12, sweep_epochs=10, sweep_repeats=2,
                   decode_tokens=32, profile_steps=4),
-    # ~25 min: full-size evaluation (5 PolyAI x3, 50 MMLU x100 tokens x1), training on the 12 PolyAI contents
-    # for 2 epochs (~10 min with the generation passes), a 4-content 3-epoch sweep trial (~5 min).
+    # 16 min: full-size evaluation (5 PolyAI x3, 50 MMLU x100 tokens x1), training on the 12 PolyAI contents
+    # for 2 epochs (6 min with the generation passes), a 4-content 3-epoch sweep trial (4 min).
     "standard": dict(repeats=3, mmlu_repeats=1, max_new_tokens=100, n_mmlu=50, train_texts=12, train_epochs=2,
                      train_repeats=1, max_length=256, sweep_contents=4, sweep_epochs=3, sweep_repeats=1,
                      decode_tokens=32, profile_steps=4),
@@ -692,7 +692,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=PRESETS, default="paper", help="sizes (default: the issue's, hours)")
     p.add_argument("--quick", dest="preset", action="store_const", const="quick", help="= --preset quick (minutes)")
     p.add_argument("--standard", dest="preset", action="store_const", const="standard",
-                   help="= --preset standard (~25 min on an idle 2-core CPU)")
+                   help="= --preset standard (16 min on an idle 2-core CPU)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="e.g. tiny-llama for smoke runs")
     p.add_argument("--only", default=SECTIONS, help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--repeats", type=int, help="repeats of the PolyAI evaluation and decoding timings")
