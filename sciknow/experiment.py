@@ -144,7 +144,8 @@ def run_once(config: RunConfig, results_path: str | Path, progress: bool = True)
     """The finished record of `config` in `results_path`, running it first if there is none (e.g. the untrained
     baseline of a sweep: re-running the notebook reads it instead of evaluating again)."""
     cid = config_id(config)
-    recorded = [r for r in results.read(results_path) if r["config_id"] == cid and r.get("status") in ("ok", "diverged")]
+    recorded = [r for r in results.read(results_path)
+                if r["config_id"] == cid and r.get("status") in ("ok", "diverged")]
     return recorded[-1] if recorded else run(config, results_path, progress=progress)
 
 
