@@ -243,8 +243,8 @@ def step_losses(model: torch.nn.Module, out: list[float]):
 
 @contextmanager
 def count_generated(model, pad_id: int, counts: list[int]):
-    """Append the number of tokens each `model.generate` call produced (padding excluded) to `counts`, whoever
-    calls it (sciknow's evaluator or the pipeline): the tokens a batch really decoded, not re-tokenized text."""
+    """Append the number of tokens each `model.generate` call produced (padding excluded) to `counts`: the
+    tokens the pipeline really decoded, not re-tokenized text."""
     def counting(*args, **kwargs):
         out = generate(*args, **kwargs)
         prompt = kwargs["input_ids"] if "input_ids" in kwargs else args[0]

@@ -30,7 +30,11 @@ SUITES = ("keywords", "paper")
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": None, "genre_counts": {}},
     "eval": {"suite": "keywords", "n_qa": 0, "n_mc": 0, "n_mmlu": 0, "mc_max_new_tokens": 8, "judge": None},
+    "train": {"lr_schedule": "constant"},
 }
+# Fields that change how fast a run goes, not its result (greedy answers do not depend on the evaluation batch):
+# they enter config ids at the value older results were recorded with, so changing them never forces a re-run.
+SPEED_ONLY: dict[str, dict[str, Any]] = {"eval": {"batch_size": 8}}
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KNOWLEDGE_SET = REPO_ROOT / "data" / "knowledge" / "zephyrite.json"

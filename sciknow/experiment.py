@@ -25,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import models, results
-from .config import LATER_DEFAULTS, RunConfig
+from .config import LATER_DEFAULTS, SPEED_ONLY, RunConfig
 from .data import load_knowledge_set, training_texts
 from .evaluate import answer_and_score
 from .train import Diverged, EpochStats, train
@@ -38,6 +38,8 @@ def config_id(config: RunConfig) -> str:
         for name, default in defaults.items():
             if d[section].get(name) == default:
                 del d[section][name]
+    for section, fixed in SPEED_ONLY.items():
+        d[section].update(fixed)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -144,8 +146,7 @@ def run_once(config: RunConfig, results_path: str | Path, progress: bool = True)
     """The finished record of `config` in `results_path`, running it first if there is none (e.g. the untrained
     baseline of a sweep: re-running the notebook reads it instead of evaluating again)."""
     cid = config_id(config)
-    recorded = [r for r in results.read(results_path)
-                if r["config_id"] == cid and r.get("status") in ("ok", "diverged")]
+    recorded = [r for r in results.finished(results_path) if r["config_id"] == cid]
     return recorded[-1] if recorded else run(config, results_path, progress=progress)
 
 

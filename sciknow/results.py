@@ -98,9 +98,13 @@ def predictions_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finished(path: str | Path) -> list[dict[str, Any]]:
+    """Records of runs that completed (ok or diverged), in file order: a resumed sweep skips their configs."""
+    return [r for r in read(path) if r.get("status") in ("ok", "diverged")]
+
+
 def finished_config_ids(path: str | Path) -> set[str]:
-    """config_ids of runs that completed (ok or diverged): a resumed sweep skips them."""
-    return {r["config_id"] for r in read(path) if r.get("status") in ("ok", "diverged")}
+    return {r["config_id"] for r in finished(path)}
 
 
 def clean_float(x: float) -> float | None:
