@@ -1,8 +1,9 @@
 """`run(config) -> record`: the one path every task takes.
 
-knowledge set -> training texts -> train (full | LoRA | QLoRA | DeepSpeed) -> answer the questions after every
-epoch -> keyword score -> one result record, appended to the results store. Notebooks and sweeps call this;
-nothing else trains or evaluates.
+knowledge set(s) -> training texts -> train (full | LoRA | QLoRA | DeepSpeed) -> answer the questions after
+every epoch (closed and/or open book; + forgetting probes) -> scores -> one result record, appended to the
+results store. Notebooks and sweeps call this; nothing else trains or evaluates. `replicate` runs one
+condition over documents x seeds.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,22 +26,29 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import models, results
-from .config import LATER_DEFAULTS, SPEED_ONLY, RunConfig
-from .data import load_knowledge_set, training_texts
-from .evaluate import answer_and_score
+from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
+from .data import load_sets, training_texts
+from .evaluate import score_knowledge
 from .train import Diverged, EpochStats, train
 
 
+class StopRun(Exception):
+    """Raised by an `on_epoch` callback to stop a run early (a pruned sweep trial): recorded as "pruned"."""
+
+
 def config_id(config: RunConfig) -> str:
-    """Stable id of a configuration: equal configs (seed included) get equal ids, so sweeps can resume."""
-    d = config.to_dict()
-    for section, defaults in LATER_DEFAULTS.items():  # fields added later count only when set
-        for name, default in defaults.items():
-            if d[section].get(name) == default:
-                del d[section][name]
-    for section, fixed in SPEED_ONLY.items():
-        d[section].update(fixed)
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    """Stable id of a configuration: equal configs (seed included) get equal ids, so sweeps can resume.
+    Speed-only fields (the evaluation batch) do not count."""
+    return hashlib.sha1(json.dumps(identity_dict(config), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def recorded_config_id(record: dict[str, Any]) -> str | None:
+    """The id a stored record's config has under today's schema (older records are migrated), or None when the
+    record's config is no longer valid."""
+    try:
+        return config_id(RunConfig.from_record(record))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def versions() -> dict[str, str]:
@@ -57,49 +65,36 @@ def _inside_deepspeed_launcher() -> bool:
 
 
 def run(config: RunConfig, results_path: str | Path | None = None, progress: bool = True,
-        run_id: str | None = None) -> dict[str, Any]:
+        run_id: str | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one experiment and return its record (also appended to `results_path` when given).
 
     A diverged run is recorded with the epochs it finished; any other error is recorded as failed and re-raised.
+    `on_epoch(entry)` runs after each evaluated epoch; if it raises `StopRun` the run ends as "pruned".
     """
+    check(config)  # again: list fields inside a frozen config can still have been changed in place
     if config.train.method == "deepspeed" and not _inside_deepspeed_launcher():
         return _run_with_deepspeed_launcher(config, results_path, run_id)
     record: dict[str, Any] = {
-        "run_id": run_id or uuid.uuid4().hex[:12], "config_id": config_id(config), "task": config.task,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "ok", "error": None,
-        "config": config.to_dict(), "versions": versions(), "per_epoch": [],
+        "run_id": run_id or uuid.uuid4().hex[:12], "config_id": config_id(config), "schema": SCHEMA_VERSION,
+        "task": config.task, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "ok", "error": None, "config": config.to_dict(), "versions": versions(), "per_epoch": [],
     }
     start = time.perf_counter()
     try:
-        kset = None if config.data.dataset else load_knowledge_set(config.data.knowledge_set)
-        texts = training_texts(config.data, kset)
+        evaluation = Evaluation(config)
+        texts = evaluation.training_texts()
         record["n_texts"] = len(texts)
         loaded = models.get(config.model)
-        judge = None
-        if config.eval.suite == "paper":
-            from . import paperqa
-
-            judge = paperqa.make_judge(config.eval.judge)
         with models.trainable(loaded, config.train) as model:
+            record["metrics_before"] = evaluation.prepare(model, loaded.tokenizer)
 
             def evaluate(stats: EpochStats) -> None:
-                e = config.eval
-                metrics = None
-                if e.suite == "paper":  # score = ROUGE-2 on held-out descriptive Q&A; the rest in `metrics`
-                    metrics, predictions = paperqa.evaluate_paper(
-                        model, loaded.tokenizer, config.data.dataset, e.n_qa, e.n_mc, e.n_mmlu, e.max_new_tokens,
-                        e.mc_max_new_tokens, e.batch_size, e.prompt_style, judge)
-                    metrics = {k: results.clean_float(float(v)) for k, v in metrics.items()}
-                    score = metrics["rouge2"]
-                else:
-                    score, predictions = answer_and_score(
-                        model, loaded.tokenizer, kset.questions, e.max_new_tokens, e.batch_size, e.prompt_style)
+                final = stats.epoch == config.train.epochs
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
-                         "tokens": stats.tokens, "score": score}
-                if metrics is not None:
-                    entry["metrics"] = metrics
-                entry["predictions"] = predictions
+                         "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final)}
                 record["per_epoch"].append(entry)
+                if on_epoch:
+                    on_epoch(entry)
 
             if config.train.epochs == 0:  # the untrained baseline is a run like any other
                 evaluate(EpochStats(epoch=0, loss=float("nan"), steps=0, tokens=0))
@@ -108,6 +103,8 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
                                 on_epoch=evaluate if config.eval.every_epoch else None, progress=progress)
                 if not config.eval.every_epoch:
                     evaluate(history[-1])
+    except StopRun as err:
+        record.update(status="pruned", error=str(err))
     except Diverged as err:
         record.update(status="diverged", error=str(err))
     except BaseException as err:
@@ -117,13 +114,76 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
     return _finish(record, start, results_path)
 
 
+class Evaluation:
+    """What a run is scored on, prepared once per run: the knowledge sets (or Task 4 dataset) it trains on and
+    is asked about, the retrieval index (open book) and the forgetting/locality probes."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.ksets = None if config.data.dataset else load_sets(config.data)  # file errors before a model loads
+        self.index = None
+        self.probes = None
+        self.suite = None
+
+    def training_texts(self) -> list[str]:
+        d = self.config.data
+        if d.dataset:
+            from . import paper_datasets
+
+            return paper_datasets.training_texts(d.dataset, d.genre_counts, d.irrelevant_seed)
+        return training_texts(d, self.ksets)
+
+    def prepare(self, model, tokenizer) -> dict[str, float]:
+        """Build what evaluation needs before training; return the untrained model's probe metrics."""
+        e = self.config.eval
+        if e.suite == "paper":
+            from .suites import make_suite
+
+            self.suite = make_suite(self.config, None)
+        if e.book != "closed":
+            from . import retrieval
+
+            self.index = retrieval.index_for(self.ksets, e.retrieval_distractors, self.config.data.irrelevant_source,
+                                             self.config.data.irrelevant_seed)
+        if e.probes:
+            from . import probes
+
+            self.probes = probes.Probes(e.probes, n_mmlu=e.n_probe_mmlu, n_texts=e.n_probe_texts,
+                                        n_locality=e.n_probe_locality, seed=e.probe_seed,
+                                        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                                        prompt_style=e.prompt_style)
+            return _clean(self.probes.prepare(model, tokenizer))
+        return {}
+
+    def evaluate(self, model, tokenizer, final: bool) -> dict[str, Any]:
+        """One epoch's score, metrics and predictions."""
+        e = self.config.eval
+        if self.suite is not None:
+            result = self.suite.evaluate(model, tokenizer)
+            score, metrics, predictions = result.score, dict(result.metrics or {}), result.predictions
+        else:
+            score, metrics, predictions = score_knowledge(model, tokenizer, self.ksets, e, self.index)
+        if self.probes is not None and (final or e.probe_every_epoch):
+            metrics.update(self.probes.measure(model, tokenizer))
+        entry: dict[str, Any] = {"score": results.clean_float(score)}
+        if metrics:
+            entry["metrics"] = _clean(metrics)
+        entry["predictions"] = predictions
+        return entry
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: results.clean_float(float(v)) if isinstance(v, (int, float)) and v is not None else v
+            for k, v in metrics.items()}
+
+
 def _finish(record: dict[str, Any], start: float, results_path: str | Path | None) -> dict[str, Any]:
     scores = [e["score"] for e in record["per_epoch"] if e["score"] is not None]
     record["wall_s"] = round(time.perf_counter() - start, 2)
     record["best_score"] = max(scores) if scores else None
     record["final_score"] = scores[-1] if scores else None
     record["predictions"] = record["per_epoch"][-1]["predictions"] if scores else []
-    if record["per_epoch"] and "metrics" in record["per_epoch"][-1]:  # paper suite only
+    if record["per_epoch"] and "metrics" in record["per_epoch"][-1]:
         record["final_metrics"] = record["per_epoch"][-1]["metrics"]
     if results_path is not None:
         results.append(results_path, record)
@@ -133,28 +193,76 @@ def _finish(record: dict[str, Any], start: float, results_path: str | Path | Non
 def run_many(configs: Iterable[RunConfig], results_path: str | Path, progress: bool = True) -> list[dict]:
     """Run configs one after another, skipping those already finished in `results_path` (resumable)."""
     configs = list(configs)
-    done = results.finished_config_ids(results_path)
+    done = finished_ids(results_path)
     records = []
-    for config in tqdm(configs, desc="runs", disable=not progress):
+    bar = tqdm(configs, desc="runs", disable=not progress)
+    for config in bar:
         if config_id(config) in done:
             continue
-        records.append(run(config, results_path, progress=progress))
+        record = run(config, results_path, progress=progress)
+        records.append(record)
+        if progress:  # one line per finished run, with its score: a terminal shows progress, not only a bar
+            bar.write(f"run {record['run_id']} {record['status']}: final score {record['final_score']} "
+                      f"({record['wall_s']:.0f} s) {config.tags or ''}")
     return records
+
+
+def finished_ids(results_path: str | Path) -> set[str]:
+    """Config ids (under today's schema) of the runs finished in `results_path`: a resumed job skips them."""
+    return {cid for r in results.finished(results_path) if (cid := recorded_config_id(r))}
 
 
 def run_once(config: RunConfig, results_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """The finished record of `config` in `results_path`, running it first if there is none (e.g. the untrained
     baseline of a sweep: re-running the notebook reads it instead of evaluating again)."""
     cid = config_id(config)
-    recorded = [r for r in results.finished(results_path) if r["config_id"] == cid]
+    recorded = [r for r in results.finished(results_path) if recorded_config_id(r) == cid]
     return recorded[-1] if recorded else run(config, results_path, progress=progress)
+
+
+def replicate(condition: RunConfig, documents: Sequence[str], seeds: Sequence[int], joint: bool = False,
+              ) -> list[RunConfig]:
+    """One training condition over documents x seeds, as configs for `run_many`.
+
+    `joint=False` is the paper's protocol: one document per model, the weights restored between documents (one
+    run per document and seed). `joint=True` trains all documents together, a body of knowledge (one run per
+    seed). `condition.data.knowledge_set` must be a suite folder. The seed sets `train.seed` (data order, LoRA
+    initialisation) and `data.irrelevant_seed`.
+    """
+    if not Path(condition.data.knowledge_set).is_dir():
+        raise ValueError(f"replicate: data.knowledge_set={condition.data.knowledge_set!r} is not a suite folder")
+    if not documents or not seeds:
+        raise ValueError(f"replicate: need documents and seeds (got {list(documents)!r}, {list(seeds)!r})")
+    groups = [list(documents)] if joint else [[doc] for doc in documents]
+    return [condition.replace(**{"data.documents": group, "train.seed": seed, "data.irrelevant_seed": seed})
+            for seed in seeds for group in groups]
+
+
+def question_scores(configs: Iterable[RunConfig], results_path: str | Path):
+    """One row per run, evaluated epoch and asked question (document, variant, book, question_id, score), with the
+    run's config columns, tags, steps and tokens: the input of `sciknow.stats`."""
+    import pandas as pd
+
+    epochs = epochs_for(configs, results_path)
+    if not len(epochs):
+        return epochs
+    answers = results.predictions_table(results_path)
+    keep = [c for c in answers.columns if c not in ("task", "prompt", "found", "keywords")]
+    table = epochs.drop(columns=["score"]).merge(answers[keep], on=["run_id", "epoch"])
+    table = table.rename(columns={"train.seed": "seed"})
+    if "document" not in table:  # single-set runs: the document is the set itself
+        table["document"] = table["data.knowledge_set"].map(lambda p: Path(p).stem)
+    return pd.DataFrame(table)
 
 
 def epochs_for(configs: Iterable[RunConfig], results_path: str | Path):
     """The per-epoch results table restricted to these configs (a results file may hold other runs too)."""
     ids = {config_id(c) for c in configs}
     table = results.epochs_table(results_path)
-    return table[table["config_id"].isin(ids)].reset_index(drop=True) if len(table) else table
+    if not len(table):
+        return table
+    current = {r["run_id"]: recorded_config_id(r) for r in results.read(results_path)}
+    return table[table["run_id"].map(current).isin(ids)].reset_index(drop=True)
 
 
 def _run_with_deepspeed_launcher(config: RunConfig, results_path: str | Path | None,

@@ -19,7 +19,38 @@ from .config import TrainSpec
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """Training broke down: the loss became NaN or infinite, exploded, or collapsed to uniform guessing."""
+
+
+# A run "explodes" when a step's loss exceeds both EXPLODE_RATIO x the first step's loss and the loss of uniform
+# guessing, ln(vocab), plus EXPLODE_MARGIN nats: worse than knowing nothing, and far worse than at the start.
+EXPLODE_RATIO = 3.0
+EXPLODE_MARGIN = 1.0
+# A run "collapses" when every step of an epoch has a loss within COLLAPSE_TOL nats of ln(vocab) although the
+# first step was more than COLLAPSE_START nats below it: the model forgot everything and predicts uniformly.
+# (A random model starts at ln(vocab); collapse is only defined for a model that knew something.)
+COLLAPSE_TOL = 0.02
+COLLAPSE_START = 0.5
+
+
+def divergence(loss: float, first_loss: float | None, vocab: int) -> str | None:
+    """Why a step's loss means the run diverged, or None. `first_loss`: the run's first step's loss."""
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
+    uniform = math.log(vocab)
+    if first_loss is not None and loss > max(EXPLODE_RATIO * first_loss, uniform + EXPLODE_MARGIN):
+        return (f"loss exploded to {loss:.4g} (first step {first_loss:.4g}; uniform guessing ln({vocab}) = "
+                f"{uniform:.2f})")
+    return None
+
+
+def collapsed(losses: Sequence[float], first_loss: float, vocab: int) -> str | None:
+    """Why an epoch's step losses mean the model collapsed to uniform guessing, or None."""
+    uniform = math.log(vocab)
+    if first_loss < uniform - COLLAPSE_START and all(abs(x - uniform) < COLLAPSE_TOL for x in losses):
+        return (f"loss collapsed to uniform guessing: every step of the epoch within {COLLAPSE_TOL} of "
+                f"ln({vocab}) = {uniform:.3f} (first step {first_loss:.4g})")
+    return None
 
 
 @dataclass
@@ -33,8 +64,13 @@ class EpochStats:
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[torch.Tensor]:
     """Each text becomes one training example: BOS (if the model uses one) + text + EOS, cut at max_length."""
     examples = []
-    for text in texts:
+    special = len(tokenizer("", add_special_tokens=True).input_ids)  # BOS, if the model uses one
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"training text {i} is empty")
         ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1).input_ids
+        if len(ids) <= special:  # a configuration error, not a divergence: the run is recorded as failed
+            raise ValueError(f"train.max_length={max_length} leaves no room for any token of training text {i}")
         examples.append(torch.tensor(ids + [tokenizer.eos_token_id]))
     return examples
 
@@ -101,7 +137,8 @@ def train(
     on_epoch: Callable[[EpochStats], None] | None = None,
     progress: bool = True,
 ) -> list[EpochStats]:
-    """Train `model` in place on `texts` for `spec.epochs` epochs; raises `Diverged` on a non-finite loss.
+    """Train `model` in place on `texts` for `spec.epochs` epochs; raises `Diverged` when the loss becomes
+    non-finite, explodes or collapses (`divergence`, `collapsed`).
 
     `on_epoch` runs after every epoch (per-epoch evaluation); its side effects survive a later divergence.
     """
@@ -115,22 +152,28 @@ def train(
 
     history: list[EpochStats] = []
     steps = tokens = 0
+    first_loss: float | None = None
     n_batches = math.ceil(len(examples) / spec.batch_size)
     bar = tqdm(total=spec.epochs * n_batches, desc="training", disable=not progress, leave=False)
     param_groups = (engine.optimizer if engine else optimizer).param_groups
     model.train()
     for epoch in range(1, spec.epochs + 1):
-        order = torch.randperm(len(examples), generator=order_rng).tolist()
+        order = (torch.randperm(len(examples), generator=order_rng).tolist() if spec.shuffle
+                 else list(range(len(examples))))
         losses = []
         for i, start in enumerate(range(0, len(order), spec.batch_size)):
             for group in param_groups:
                 group["lr"] = step_lr(spec, i, n_batches)
             batch = collate([examples[i] for i in order[start:start + spec.batch_size]], tokenizer.pad_token_id)
             batch = {k: v.to(dev) for k, v in batch.items()}
-            loss = (engine or model)(**batch).loss
-            if not torch.isfinite(loss):
+            out = (engine or model)(**batch)
+            loss, vocab = out.loss, out.logits.shape[-1]
+            value = loss.item()
+            first_loss = value if first_loss is None else first_loss
+            reason = divergence(value, first_loss, vocab)
+            if reason:
                 bar.close()
-                raise Diverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
+                raise Diverged(f"{reason} at epoch {epoch}, step {steps + 1}")
             if engine:
                 engine.backward(loss)
                 engine.step()
@@ -141,9 +184,13 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
             steps += 1
             tokens += int(batch["attention_mask"].sum())
-            losses.append(loss.item())
+            losses.append(value)
             bar.update()
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{value:.3f}")
+        reason = collapsed(losses, first_loss, vocab)
+        if reason:
+            bar.close()
+            raise Diverged(f"{reason} at epoch {epoch}")
         stats = EpochStats(epoch=epoch, loss=sum(losses) / len(losses), steps=steps, tokens=tokens)
         history.append(stats)
         if on_epoch:

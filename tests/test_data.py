@@ -92,3 +92,124 @@ def test_irrelevant_source_parameter():
     assert irrelevant_source("") == str(SHARED_DIR / "corpora" / "plos-starter")
     assert irrelevant_source("knowledge_set") == "knowledge_set"
     assert irrelevant_source("data/jats") == str(REPO_ROOT / "data" / "jats")
+
+
+# --- hardening: nothing coerced, nothing ignored --------------------------------------------------------------
+
+@pytest.mark.parametrize("data, field", [
+    (_broken(lambda d: d.update(irelevant_texts=[])), "unknown field 'irelevant_texts' (did you mean 'irrelevant_texts'?)"),
+    (_broken(lambda d: d["questions"][0].update(keyword=["x"])), "questions[0]: unknown field 'keyword'"),
+    (_broken(lambda d: d["contents"][0].update(lang=None)), "contents[0].lang: expected str, got null"),
+    (_broken(lambda d: d["questions"][0].update(reference_answer=None)), "questions[0].reference_answer: expected str, got null"),
+    (_broken(lambda d: d["irrelevant_texts"][0].update(style={"a": 1})), "irrelevant_texts[0].style: expected str, got dict"),
+    (_broken(lambda d: d["irrelevant_texts"][0].update(lang=["en"])), "irrelevant_texts[0].lang: expected str, got list"),
+    (_broken(lambda d: d["questions"][0].update(keywords=[" 2051"])), "questions[0].keywords[0]: ' 2051' has surrounding spaces"),
+    (_broken(lambda d: d["contents"][0].update(id="C1 ")), "contents[0].id: 'C1 ' has surrounding spaces"),
+    (_broken(lambda d: d["questions"][0].update(content_ids="C1")), "questions[0].content_ids: expected list, got str"),
+    (_broken(lambda d: d["questions"][0].update(question="When\x07?")), "questions[0].question: control character"),
+    (_broken(lambda d: d["questions"][0].update(keywords=["20\n51"])), "questions[0].keywords[0]: control character"),
+    (_broken(lambda d: d.update(contents={"C1": "x"})), "contents: expected list, got dict"),
+    (["a list"], "expected an object, got list"),
+    (b'{"name": "a", "name": "b", "contents": [], "questions": []}', "duplicate key(s) ['name']"),
+    (b'{"name": NaN}', "NaN is not a JSON value"),
+    (b'{"name": Infinity}', "Infinity is not a JSON value"),
+    (b'{"name": "\\ud800x", "contents": [], "questions": []}', "name: lone surrogate"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+])
+def test_bad_inputs_are_refused_naming_file_and_field(tmp_path, data, field):
+    path = write(tmp_path, data)
+    with pytest.raises(KnowledgeSetError) as err:
+        load_knowledge_set(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_a_folder_a_fifo_and_a_symlink_loop_are_refused_naming_the_file(tmp_path):
+    import os
+
+    fifo, loop = tmp_path / "fifo.json", tmp_path / "loop.json"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    for path, message in ((tmp_path, "not a regular file"), (fifo, "not a regular file"), (loop, "cannot read")):
+        with pytest.raises(KnowledgeSetError, match=message) as err:
+            load_knowledge_set(path)
+        assert str(path) in str(err.value)
+
+
+def test_a_missing_shared_set_says_where_shared_data_is_read(tmp_path):
+    from sciknow.config import SHARED_DIR
+    from sciknow.data import resolve_knowledge_set
+
+    with pytest.raises(KnowledgeSetError, match="SCIKNOW_SHARED"):
+        load_knowledge_set(SHARED_DIR / "reference" / "nope.json")
+    with pytest.raises(KnowledgeSetError, match="does not exist"):
+        resolve_knowledge_set("data/knowledge/nope.json")
+    assert resolve_knowledge_set("default").endswith("zephyrite.json")
+
+
+def test_check_knowledge_script_uses_the_loader(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    ok = subprocess.run([sys.executable, str(REPO / "data/knowledge/check_knowledge.py")], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "PASS (24 document(s))" in ok.stdout, ok.stdout + ok.stderr
+    bad = write(tmp_path, _broken(lambda d: d["questions"][0].update(content_ids="C1")))
+    fail = subprocess.run([sys.executable, str(REPO / "data/knowledge/check_knowledge.py"), str(bad)],
+                          capture_output=True, text=True)
+    assert fail.returncode == 1 and "content_ids: expected list, got str" in fail.stdout
+
+
+# --- the multi-document suite ----------------------------------------------------------------------------------
+
+def test_suite_has_24_documents_in_9_fields_each_a_fair_test():
+    from sciknow.config import SUITE_DIR
+    from sciknow.data import load_suite
+
+    suite = load_suite(SUITE_DIR)
+    assert len(suite) >= 24 and len({k.field for k in suite}) >= 8
+    for kset in suite:
+        assert [c.style for c in kset.contents] == ["original", "qa", "article", "interview", "textbook",
+                                                    "translation", "translation", "translation"]
+        assert 120 <= len(kset.content("C1").text.split()) <= 180, kset.name
+        assert len(kset.questions) == 5 and all(2 <= len(q.keywords) <= 3 and q.paraphrase for q in kset.questions)
+
+
+def _doctored_suite(tmp_path, mutate) -> Path:
+    """A copy of two suite documents with one rule broken by `mutate(first, second)`."""
+    from sciknow.config import SUITE_DIR
+
+    first, second = (json.loads(p.read_text()) for p in sorted(SUITE_DIR.glob("*.json"))[:2])
+    mutate(first, second)
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(first))
+    (folder / "b.json").write_text(json.dumps(second))
+    return folder
+
+
+def _kw(doc, q=0, k=0):
+    return doc["questions"][q]["keywords"][k]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda a, b: a["questions"][0].update(question=a["questions"][0]["question"] + " " + _kw(a).upper()),
+     "occurs in questions[0].question (ignoring case)"),
+    (lambda a, b: a["questions"][1].update(paraphrase=a["questions"][1]["paraphrase"] + " " + _kw(a)),
+     "occurs in questions[1].paraphrase"),
+    (lambda a, b: b["contents"][0].update(text=b["contents"][0]["text"] + " " + _kw(a)),
+     "also occurs in document"),
+    (lambda a, b: a["contents"][2].update(text=a["contents"][2]["text"].replace(_kw(a), "something")),
+     "is missing from content C3 (article)"),
+    (lambda a, b: [b["questions"][0]["keywords"].append(_kw(a, 1, 0))] + [
+        c.update(text=c["text"] + " " + _kw(a, 1, 0)) for c in b["contents"] if c["lang"] == "en"],
+     "is also a keyword of document"),
+])
+def test_doctored_suite_documents_fail_naming_file_and_field(tmp_path, mutate, message):
+    from sciknow.data import load_suite
+
+    folder = _doctored_suite(tmp_path, mutate)
+    with pytest.raises(KnowledgeSetError) as err:
+        load_suite(folder)
+    assert message in str(err.value) and str(folder) in str(err.value) and "keywords" in str(err.value)
