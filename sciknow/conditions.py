@@ -71,3 +71,16 @@ def at_matched_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:
         control = scores[(condition == "step-matched") & (scores["steps"] == steps)]
         parts.append(pd.concat([final[final["steps"] == steps], control]).assign(comparison=f"{steps} steps"))
     return pd.concat(parts, ignore_index=True) if parts else scores.iloc[:0].assign(comparison=None)
+
+
+def spread_documents(ksets: Sequence, n: int) -> list[str]:
+    """The names of `n` suite documents taken round-robin over fields (in name order within a field), so a small
+    sample covers as many fields as it can."""
+    if not 1 <= n <= len(ksets):
+        raise ValueError(f"documents={n}: the suite has {len(ksets)}")
+    by_field: dict[str, list[str]] = {}
+    for kset in sorted(ksets, key=lambda k: k.name):
+        by_field.setdefault(kset.field or "", []).append(kset.name)
+    order = [names[i] for i in range(max(map(len, by_field.values())))
+             for _, names in sorted(by_field.items()) if i < len(names)]
+    return order[:n]
