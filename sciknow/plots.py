@@ -149,3 +149,92 @@ def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None 
     if logx:
         _log_x(ax, data[x])
     return _label(ax, xlabel or x, ylabel or y, title)
+
+
+# Figures with confidence intervals, drawn from `sciknow.stats.summarize` / `paired_differences` tables.
+def _ci_err(rows: pd.DataFrame, y: str, low: str, high: str) -> np.ndarray:
+    """Error-bar lengths [below, above] from CI bounds; NaN bounds (fewer than two units) draw no bar."""
+    mean = rows[y].to_numpy(float)
+    return np.clip(np.vstack([mean - rows[low].to_numpy(float), rows[high].to_numpy(float) - mean]), 0, None)
+
+
+def _one_row_each(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Two rows for the same point would draw a zigzag line or stacked bars: name the duplicate instead."""
+    duplicated = table[table.duplicated(list(columns), keep=False)]
+    if len(duplicated):
+        raise ValueError(f"sciknow.plots.{what}: {len(duplicated)} rows share ({', '.join(columns)}), first: "
+                         f"{duplicated.iloc[0][list(columns)].to_dict()}; summarize by these columns only")
+
+
+def ci_lines(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "mean", low: str = "ci_low",
+             high: str = "ci_high", baseline: float | None = None, ax: plt.Axes | None = None,
+             xlabel: str | None = None, ylabel: str = "score", group_label: str | None = None, logx: bool = False,
+             title: str | None = None) -> plt.Axes:
+    """Mean `y` vs `x` with its confidence band, one line per value of `group`; `summary` comes from
+    `sciknow.stats.summarize(df, by=[group, x])`."""
+    _one_row_each(summary, [c for c in (group, x) if c], "ci_lines")
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    for value, rows in (summary.groupby(group, sort=True) if group else [(None, summary)]):
+        rows = rows.sort_values(x)
+        label = f"{group_label or group}={value}" if group else f"{y} with CI"
+        (line,) = ax.plot(rows[x], rows[y], marker="o", label=label)
+        ax.fill_between(rows[x], rows[low].astype(float), rows[high].astype(float), color=line.get_color(),
+                        alpha=0.15)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+    if logx:
+        ax.set_xscale("symlog", linthresh=1)
+    elif pd.api.types.is_integer_dtype(summary[x]):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _label(ax, xlabel or x, ylabel, title)
+
+
+def ci_bars(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "mean", low: str = "ci_low",
+            high: str = "ci_high", baseline: float | None = None, ax: plt.Axes | None = None,
+            xlabel: str | None = None, ylabel: str = "score", title: str | None = None) -> plt.Axes:
+    """One bar per value of `x` (e.g. condition) with CI error bars, side by side per value of `group` (e.g.
+    variant: original vs paraphrase); `summary` comes from `sciknow.stats.summarize(df, by=[x, group])`."""
+    _one_row_each(summary, [c for c in (x, group) if c], "ci_bars")
+    categories = list(dict.fromkeys(summary[x]))
+    groups = list(summary.groupby(group, sort=True)) if group else [(None, summary)]
+    ax = ax or plt.subplots(figsize=(max(4.0, 0.5 * len(summary) + 2), 3.6))[1]
+    width = 0.8 / len(groups)
+    for i, (value, rows) in enumerate(groups):
+        positions = np.array([categories.index(v) for v in rows[x]]) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(positions, rows[y].astype(float), width=width, yerr=_ci_err(rows, y, low, high), capsize=3,
+               alpha=0.85, label=f"{group}={value}" if group else f"{y} with CI")
+    tilt = max(len(str(c)) for c in categories) > 8  # long condition names would overlap
+    ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30 if tilt else 0,
+                  ha="right" if tilt else "center")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+    return _label(ax, xlabel or x, ylabel, title)
+
+
+def forest(diffs: pd.DataFrame, y: str = "mean", low: str = "ci_low", high: str = "ci_high",
+           ax: plt.Axes | None = None, xlabel: str = "difference in score", title: str | None = None) -> plt.Axes:
+    """Paired differences with their CIs, one row per comparison (first at the top), and a zero line; `diffs`
+    comes from `sciknow.stats.paired_differences`. Rows are labelled from the columns before `baseline`
+    (`by` values, then the condition) and the p-value; intervals that exclude 0 are drawn black, others grey."""
+    if "baseline" not in diffs.columns:
+        raise KeyError(f"sciknow.plots.forest: no 'baseline' column; expected a paired_differences table, got "
+                       f"{list(diffs.columns)}")
+    keys = list(diffs.columns[:diffs.columns.get_loc("baseline")])
+    own_figure = ax is None
+    ax = ax or plt.subplots(figsize=(5.5, 0.35 * len(diffs) + 1.4))[1]
+    labels = []
+    for i, (_, row) in enumerate(diffs.iterrows()):
+        position = len(diffs) - 1 - i
+        excludes_zero = row[low] > 0 or row[high] < 0
+        ax.errorbar([row[y]], [position], xerr=_ci_err(row.to_frame().T, y, low, high), fmt="o", capsize=3,
+                    color="black" if excludes_zero else "grey")
+        context = ", ".join(f"{k}={row[k]}" for k in keys[:-1])
+        p = f" (p={row['p_value']:.2g})" if "p_value" in diffs.columns and pd.notna(row["p_value"]) else ""
+        labels.append(f"{context + ': ' if context else ''}{row[keys[-1]] if keys else ''} - {row['baseline']}{p}")
+    ax.set_yticks(range(len(diffs))[::-1], labels, fontsize=8)
+    ax.set_ylim(-0.7, len(diffs) - 0.3)
+    ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="no difference")
+    _label(ax, xlabel, "", title)
+    if own_figure:
+        ax.figure.tight_layout()  # the row labels are long: keep them inside the saved figure
+    return ax
