@@ -3,28 +3,24 @@
 The paper's corpus was open-access CC-BY articles of six Nature-family journals, filtered by keywords;
 `build_query` writes that search in Europe PMC's query syntax, `EuropePMC.search` pages through it with
 cursorMark, and `EuropePMC.download_fulltext` stores `/{PMCID}/fullTextXML` in a resumable local cache
-with each article's licence in `manifest.jsonl`. Standard library only.
+with each article's licence in `manifest.jsonl`. HTTP goes through `sciknow.io.http_request` (a deadline per
+request, a size cap, retries of 429/5xx and connection errors); files through `sciknow.io`.
 """
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
-import os
-import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from sciknow.corpus import CorpusError, parse_jats
+from sciknow import io
+from sciknow.corpus import DEFAULT_MAX_BYTES, CorpusError, Paper, parse_jats, parse_jats_bytes
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/europepmc/webservices/rest"
 USER_AGENT = "sciknow/0.1 (reproduction of arXiv:2312.03360; Python urllib)"
@@ -39,7 +35,6 @@ PAPER_JOURNALS = (
     "Scientific Reports",
 )
 PAPER_KEYWORDS = ("chemistry", "synthesis", "molecule", "polymer", "material", "device")
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 class EuropePMCError(Exception):
@@ -97,14 +92,20 @@ def journal_title(record: dict[str, Any]) -> str:
 
 @dataclass
 class EuropePMC:
-    """Europe PMC REST client with a minimum interval between requests and retries with exponential backoff."""
+    """Europe PMC REST client with a minimum interval between requests and retries with exponential backoff.
+
+    `timeout` bounds each socket operation and `deadline` one request, retries included; answers larger than
+    `max_bytes` are refused.
+    """
 
     base_url: str = DEFAULT_BASE_URL
     min_interval: float = 0.5  # seconds between two requests; keeps us well inside fair use
     max_retries: int = 5
     backoff: float = 1.0  # first retry delay in seconds, doubled after each failure
-    max_backoff: float = 60.0
+    max_backoff: float = 60.0  # also caps the server's Retry-After
     timeout: float = 60.0
+    deadline: float = 600.0
+    max_bytes: int = DEFAULT_MAX_BYTES
     user_agent: str = USER_AGENT
     _last_request: float = field(default=float("-inf"), init=False, repr=False)
 
@@ -116,43 +117,18 @@ class EuropePMC:
             time.sleep(delay)
         self._last_request = time.monotonic()
 
-    def _retry_delay(self, attempt: int, retry_after: str | None) -> float:
-        delay = self.backoff * 2**attempt
-        if retry_after:
-            try:
-                delay = float(retry_after)
-            except ValueError:  # an HTTP date rather than seconds
-                try:
-                    when = email.utils.parsedate_to_datetime(retry_after)
-                    delay = (when - datetime.now(timezone.utc)).total_seconds()
-                except (TypeError, ValueError):
-                    pass  # unreadable header: keep the exponential delay
-        return min(max(delay, 0.0), self.max_backoff)
-
     def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         """GET `base_url/path?params`, retrying 429/5xx and connection errors; raise EuropePMCError otherwise."""
         url = f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
-        for attempt in range(self.max_retries + 1):
-            self._wait_turn()
-            retry_after = None
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return response.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code not in RETRY_STATUSES:
-                    raise EuropePMCError(f"GET {url} failed: HTTP {exc.code} {exc.reason}") from exc
-                problem: Exception = exc
-                retry_after = exc.headers.get("Retry-After")
-                exc.close()
-            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
-                problem = exc
-            if attempt == self.max_retries:
-                raise EuropePMCError(f"GET {url} failed after {attempt + 1} attempts: {problem}") from problem
-            time.sleep(self._retry_delay(attempt, retry_after))
-        raise AssertionError("unreachable")
+        try:
+            return io.http_request(url, headers={"User-Agent": self.user_agent}, timeout=self.timeout,
+                                   deadline=self.deadline, max_bytes=self.max_bytes, max_retries=self.max_retries,
+                                   backoff=self.backoff, max_delay=self.max_backoff,
+                                   before_attempt=self._wait_turn).body
+        except io.HTTPRequestError as exc:
+            raise EuropePMCError(str(exc)) from exc
 
     # ------------------------------------------------------------ API
 
@@ -164,20 +140,23 @@ class EuropePMC:
             raise ValueError(f"page_size must be in 1..1000 (API limit), got {page_size}")
         results: list[dict[str, Any]] = []
         cursor = "*"
+        seen = {cursor}
         while max_results is None or len(results) < max_results:
             size = page_size if max_results is None else min(page_size, max_results - len(results))
             params = {"query": query, "format": "json", "resultType": result_type, "pageSize": size}
-            try:
-                page = json.loads(self.get("search", {**params, "cursorMark": cursor}))
-            except json.JSONDecodeError as exc:
-                raise EuropePMCError(f"search returned invalid JSON: {exc}") from exc
+            page = _search_page(self.get("search", {**params, "cursorMark": cursor}), cursor)
             batch = page.get("resultList", {}).get("result", [])
             results.extend(batch)
             next_cursor = page.get("nextCursorMark")
-            all_seen = "hitCount" in page and len(results) >= page["hitCount"]
+            all_seen = isinstance(page.get("hitCount"), int) and len(results) >= page["hitCount"]
             # The last page has no nextCursorMark, or repeats the one we sent.
             if not batch or all_seen or not next_cursor or next_cursor == cursor:
                 break
+            if next_cursor in seen:  # a cycle (A -> B -> A ...) would page forever
+                warnings.warn(f"Europe PMC search {query!r}: cursorMark {next_cursor!r} came back after "
+                              f"{len(seen)} pages; stopping with {len(results)} records", stacklevel=2)
+                break
+            seen.add(next_cursor)
             cursor = next_cursor
         return results if max_results is None else results[:max_results]
 
@@ -195,10 +174,16 @@ class EuropePMC:
             raise ValueError(f"not a PMCID: {pmcid!r}")
         cache.mkdir(parents=True, exist_ok=True)
         target = cache / f"{pmcid}.xml"
+        paper = None
         if not (target.is_file() and target.stat().st_size > 0):
-            _atomic_write(target, self.get(f"{pmcid}/fullTextXML"))
+            data = self.get(f"{pmcid}/fullTextXML")
+            try:  # checked before it is cached: an error document or a truncated file is never stored
+                paper = parse_jats_bytes(data, target)
+            except CorpusError as exc:
+                raise EuropePMCError(f"{pmcid}: full text is not a usable JATS article ({exc.reason})") from exc
+            io.atomic_write_bytes(target, data)
         if pmcid not in in_manifest:
-            _append_manifest(cache, _manifest_entry(pmcid, target, record))
+            io.append_jsonl(cache / MANIFEST, _manifest_entry(pmcid, target, record, paper))
             in_manifest.add(pmcid)
         return target
 
@@ -222,24 +207,30 @@ class EuropePMC:
 # ---------------------------------------------------------------- cache files
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write `data` to a temp file, check it is a JATS article, then rename: a crash never leaves half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+def _search_page(data: bytes, cursor: str) -> dict[str, Any]:
+    """A search answer checked for the fields paging relies on; EuropePMCError names the bad one."""
+    where = f"search page (cursorMark={cursor!r})"
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        try:
-            parse_jats(tmp)
-        except CorpusError as exc:
-            raise EuropePMCError(f"{target.stem}: full text is not a usable JATS article ({exc.reason})") from exc
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        page = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EuropePMCError(f"{where}: invalid JSON: {exc}") from exc
+    if not isinstance(page, dict):
+        raise EuropePMCError(f"{where}: a JSON {type(page).__name__}, not an object")
+    result_list = page.get("resultList", {})
+    if not isinstance(result_list, dict):
+        raise EuropePMCError(f"{where}: resultList is a JSON {type(result_list).__name__}, not an object")
+    batch = result_list.get("result", [])
+    if not isinstance(batch, list) or not all(isinstance(r, dict) for r in batch):
+        raise EuropePMCError(f"{where}: resultList.result is not a list of records: {str(batch)[:100]}")
+    if "hitCount" in page and not (isinstance(page["hitCount"], int) and page["hitCount"] >= 0):
+        raise EuropePMCError(f"{where}: hitCount={page['hitCount']!r} is not a count")
+    if page.get("nextCursorMark") is not None and not isinstance(page["nextCursorMark"], str):
+        raise EuropePMCError(f"{where}: nextCursorMark={page['nextCursorMark']!r} is not a string")
+    return page
 
 
-def _manifest_entry(pmcid: str, path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    paper = parse_jats(path)
+def _manifest_entry(pmcid: str, path: Path, record: dict[str, Any], paper: Paper | None = None) -> dict[str, Any]:
+    paper = paper or parse_jats(path)
     return {
         "pmcid": pmcid,
         "doi": record.get("doi") or paper.doi,
@@ -254,17 +245,16 @@ def _manifest_entry(pmcid: str, path: Path, record: dict[str, Any]) -> dict[str,
 
 
 def read_manifest(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Manifest entries of a cache, by PMCID ({} if there is none yet)."""
+    """Manifest entries of a cache, by PMCID ({} if there is none yet). Torn lines, lines that are not JSON
+    objects and entries without a PMCID are skipped with a warning (the next download writes the entry again)."""
     manifest = Path(cache_dir) / MANIFEST
-    if not manifest.is_file():
-        return {}
-    entries = (json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip())
-    return {entry["pmcid"]: entry for entry in entries}
-
-
-def _append_manifest(cache: Path, entry: dict[str, Any]) -> None:
-    with (cache / MANIFEST).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    entries = {}
+    for entry in io.read_jsonl(manifest):
+        if not isinstance(entry.get("pmcid"), str):
+            warnings.warn(f"{manifest}: skipping an entry without a pmcid string: {str(entry)[:100]}", stacklevel=2)
+            continue
+        entries[entry["pmcid"]] = entry
+    return entries
 
 
 # ---------------------------------------------------------------- one call: the paper's corpus

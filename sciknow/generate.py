@@ -9,20 +9,15 @@ Translators turn English texts into another language for the paper's multilingua
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from sciknow import io, secrets
 
 
 class Backend(Protocol):
@@ -68,23 +63,22 @@ class BackendTimeout(BackendError):
     """The server did not answer within the client's timeout."""
 
 
-_RETRYABLE = {429, 500, 502, 503, 504}
-
-
 class OpenAICompatibleBackend:
-    """Client for `POST {base_url}/chat/completions`, one request per prompt.
+    """Client for `POST {base_url}/chat/completions`, one request per prompt, through `sciknow.io.http_request`.
 
     The API key is read from the environment variable named `api_key_env` at call time, so it is
-    never stored on the object (nor in its repr) and is redacted from server error messages. If the
-    variable is unset, no Authorization header is sent (local servers usually need none).
-    429 and 5xx answers and refused connections are retried with exponential backoff; timeouts are
-    not retried, since a request that ran past `timeout` will most likely do so again.
+    never stored on the object (nor in its repr), and it is masked in every error and log line, also when a
+    server echoes it back. If the variable is unset, no Authorization header is sent (local servers usually
+    need none). Credentials in `base_url` (`https://user:pw@host`) are sent as Basic auth and never shown.
+    429 and 5xx answers, refused and reset connections are retried with exponential backoff (or the server's
+    Retry-After); timeouts are not retried, since a request that ran past `timeout` will most likely do so
+    again. `deadline` bounds one prompt's request, retries included; answers over `max_bytes` are refused.
     `max_tokens_field` lets newer OpenAI models use "max_completion_tokens".
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60,
                  max_retries: int = 3, backoff: float = 1.0, max_workers: int = 1,
-                 max_tokens_field: str = "max_tokens") -> None:
+                 max_tokens_field: str = "max_tokens", deadline: float = 600, max_bytes: int = 16 * 2**20) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -93,9 +87,11 @@ class OpenAICompatibleBackend:
         self.backoff = backoff
         self.max_workers = max_workers
         self.max_tokens_field = max_tokens_field
+        self.deadline = deadline
+        self.max_bytes = max_bytes
 
     def __repr__(self) -> str:
-        return (f"OpenAICompatibleBackend(base_url={self.base_url!r}, model={self.model!r}, "
+        return (f"OpenAICompatibleBackend(base_url={secrets.redact_text(self.base_url)!r}, model={self.model!r}, "
                 f"api_key_env={self.api_key_env!r}, timeout={self.timeout})")
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -108,68 +104,56 @@ class OpenAICompatibleBackend:
         """One user message -> the assistant's reply text."""
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                    "temperature": 0, self.max_tokens_field: max_new_tokens}
-        body = self._post("/chat/completions", payload)
+        body, key = self._post("/chat/completions", payload)
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise BackendError(f"unexpected response shape: {json.dumps(body)[:300]}") from None
+            shown = secrets.redact_text(json.dumps(secrets.redact(body)), [key])
+            raise BackendError(f"{self._url('/chat/completions')}: unexpected response shape "
+                               f"(no choices[0].message.content): {shown[:300]}") from None
+        if content is not None and not isinstance(content, str):
+            raise BackendError(f"{self._url('/chat/completions')}: choices[0].message.content is a "
+                               f"{type(content).__name__}, not a string")
         return content or ""  # content is null e.g. for refusals
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _url(self, path: str) -> str:
+        return secrets.redact_text(self.base_url + path)
+
+    def _post(self, path: str, payload: dict[str, Any]) -> tuple[Any, str]:
+        """The decoded JSON answer and the key that was sent (for masking)."""
         key = os.environ.get(self.api_key_env, "")
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(payload).encode()
-        url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                message = _redact(_error_message(err), key)
-                if err.code not in _RETRYABLE or attempt == self.max_retries:
-                    raise BackendHTTPError(err.code, message) from None
-                delay = _retry_after(err) or self.backoff * 2**attempt
-                log.warning("HTTP %d from %s (%s); retry %d in %.1fs", err.code, url, message, attempt + 1, delay)
-            except (TimeoutError, socket.timeout) as err:
-                raise BackendTimeout(f"no answer from {url} within {self.timeout}s") from err
-            except urllib.error.URLError as err:
-                if isinstance(err.reason, (TimeoutError, socket.timeout)):
-                    raise BackendTimeout(f"no answer from {url} within {self.timeout}s") from None
-                if attempt == self.max_retries:
-                    raise BackendError(f"cannot reach {url}: {err.reason}") from None
-                delay = self.backoff * 2**attempt
-                log.warning("cannot reach %s (%s); retry %d in %.1fs", url, err.reason, attempt + 1, delay)
-            except json.JSONDecodeError:
-                raise BackendError(f"{url} answered with invalid JSON") from None
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        try:
+            response = io.http_request(self.base_url + path, method="POST", data=json.dumps(payload).encode(),
+                                       headers=headers, timeout=self.timeout, deadline=self.deadline,
+                                       max_bytes=self.max_bytes, max_retries=self.max_retries, backoff=self.backoff)
+        except io.HTTPStatusError as err:
+            raise BackendHTTPError(err.status, secrets.redact_text(_error_message(err), [key])) from None
+        except io.HTTPTimeoutError as err:
+            raise BackendTimeout(f"no answer from {self._url(path)} within {self.timeout}s ({err.problem})") from None
+        except io.HTTPConnectionError as err:
+            raise BackendError(f"cannot reach {self._url(path)} ({err.attempts} attempts): {err.problem}") from None
+        except io.HTTPRequestError as err:  # an answer over max_bytes
+            raise BackendError(f"{self._url(path)}: {err.problem}") from None
+        try:
+            return json.loads(response.body), key
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            start = secrets.redact_text(response.body[:200].decode("utf-8", "replace"), [key])
+            raise BackendError(f"{self._url(path)} answered with invalid JSON: {start!r}") from None
 
 
-def _error_message(err: urllib.error.HTTPError) -> str:
+def _error_message(err: io.HTTPStatusError) -> str:
     """The server's own explanation: OpenAI-style {"error": {"message": ...}} or the raw body."""
-    raw = err.read().decode("utf-8", "replace")
     try:
-        body = json.loads(raw)
+        body = json.loads(err.body)
     except json.JSONDecodeError:
-        return raw.strip()[:500] or str(err.reason)
+        return err.body.strip()[:500] or err.reason
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
         return str(error.get("message") or error.get("detail") or error)[:500]
     return str(error)[:500]
-
-
-def _retry_after(err: urllib.error.HTTPError) -> float | None:
-    try:
-        return min(float(err.headers.get("Retry-After", "")), 60.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def _redact(text: str, key: str) -> str:
-    return text.replace(key, "***") if key else text
 
 
 # ---------------------------------------------------------------- translation

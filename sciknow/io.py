@@ -154,13 +154,13 @@ class HTTPRequestError(Exception):
 class HTTPStatusError(HTTPRequestError):
     """The server answered with an error status. `body` is its explanation (text, credentials masked)."""
 
-    def __init__(self, what: str, status: int, reason: str, body: str, headers: Mapping[str, str],
+    def __init__(self, what: str, status: int, reason: str, body: str, retry_after: str | None,
                  retryable: bool) -> None:
         super().__init__(what, f"HTTP {status} {reason}".rstrip(), retryable)
         self.status = status
         self.reason = reason
         self.body = body
-        self.headers = dict(headers)
+        self.retry_after = retry_after
 
 
 class HTTPTimeoutError(HTTPRequestError):
@@ -310,14 +310,14 @@ def _move_userinfo(url: str, headers: dict[str, str]) -> tuple[str, list[str]]:
     return urllib.parse.urlunsplit(parts._replace(netloc=host)), [userinfo, password or user]
 
 
-def _attempt(request: urllib.request.Request, timeout: float, remaining: float, max_bytes: int, what: str,
-             hidden: list[str], retry_statuses: Collection[int]) -> HTTPResponse:
+def _attempt(request: urllib.request.Request, timeout: float, remaining: float, deadline: float, max_bytes: int,
+             what: str, hidden: list[str], retry_statuses: Collection[int]) -> HTTPResponse:
     with _Watchdog(remaining) as watchdog:
         handlers = [_HTTPHandler(), _HTTPSHandler()]
         for handler in handlers:
             handler.watchdog = watchdog
         opener = urllib.request.build_opener(*handlers)
-        late = HTTPTimeoutError(what, f"no complete answer within the deadline ({remaining:.1f}s were left)")
+        late = HTTPTimeoutError(what, f"no complete answer within deadline={deadline:g}s")
         try:
             with opener.open(request, timeout=timeout) as response:
                 body = _read_capped(response, max_bytes, what)
@@ -330,7 +330,7 @@ def _attempt(request: urllib.request.Request, timeout: float, remaining: float, 
             if watchdog.fired:
                 raise late from None
             raise HTTPStatusError(what, err.code, secrets.redact_text(str(err.reason), hidden),
-                                  secrets.redact_text(text, hidden), err.headers,
+                                  secrets.redact_text(text, hidden), err.headers.get("Retry-After"),
                                   retryable=err.code in retry_statuses) from None
         except (HTTPRequestError, ValueError):
             raise
@@ -400,11 +400,12 @@ def http_request(url: str, *, method: str = "GET", data: bytes | None = None,
         if remaining <= 0:
             raise HTTPTimeoutError(what, f"no complete answer within deadline={deadline:g}s")._gave_up(attempt)
         try:
-            return _attempt(request, min(timeout, remaining), remaining, max_bytes, what, hidden, retry_statuses)
+            return _attempt(request, min(timeout, remaining), remaining, deadline, max_bytes, what, hidden,
+                            retry_statuses)
         except HTTPRequestError as err:
             if not err.retryable or attempt == max_retries:
                 raise err._gave_up(attempt + 1) from None
-            retry_after = err.headers.get("Retry-After") if isinstance(err, HTTPStatusError) else None
+            retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
             delay = retry_delay(attempt, retry_after, backoff, max_delay)
             if time.monotonic() + delay >= end:
                 note = f" (the next retry, in {delay:.1f}s, would pass deadline={deadline:g}s)"

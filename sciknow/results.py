@@ -1,55 +1,54 @@
 """Append-only results store: one JSON line per run, loaded back as tidy pandas tables.
 
-Each record holds the run's full config next to its results. Appends are a single `write` of one complete
-line on an O_APPEND descriptor under an exclusive lock, then fsync: concurrent writers never interleave and
-a killed process leaves at most an unterminated last line, which readers skip with a warning.
+Each record holds the run's full config next to its results. Writing and reading go through `sciknow.io`:
+an append is a single `write` of one complete line on an O_APPEND descriptor under an exclusive lock, then
+fsync, so concurrent writers never interleave and a killed process leaves at most an unterminated last line.
+Readers skip such torn lines, lines that are not JSON objects, and records whose fields have the wrong shape,
+each with a warning naming the file. Every record is redacted (`sciknow.secrets.redact`) before it is written.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sciknow import io, secrets
+
 
 def append(path: str | Path, record: dict[str, Any]) -> None:
-    """Atomically append one record (a dict that json can encode) to the JSONL file at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        # A previous writer killed mid-line would glue our record onto its fragment: start a fresh line.
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # closing releases the lock
+    """Atomically append one record (a dict that json can encode) to the JSONL file at `path`, secrets masked."""
+    io.append_jsonl(path, secrets.redact(record))
+
+
+def _shape_problem(record: dict[str, Any]) -> str | None:
+    """Why the tables below cannot use `record` (None if they can)."""
+    for name, kind in (("config", dict), ("per_epoch", list)):
+        if record.get(name) is not None and not isinstance(record[name], kind):
+            return f"{name} is a JSON {type(record[name]).__name__}, not an {'object' if kind is dict else 'array'}"
+    if "config_id" in record and not isinstance(record["config_id"], str):
+        return f"config_id must be a string, got {record['config_id']!r}"
+    for i, epoch in enumerate(record.get("per_epoch") or []):
+        if not isinstance(epoch, dict):
+            return f"per_epoch[{i}] is a JSON {type(epoch).__name__}, not an object"
+        predictions = epoch.get("predictions")
+        if predictions is not None and not (isinstance(predictions, list)
+                                            and all(isinstance(p, dict) for p in predictions)):
+            return f"per_epoch[{i}].predictions is not an array of objects"
+    return None
 
 
 def read(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records in the file (missing file -> empty list)."""
-    path = Path(path)
-    if not path.exists():
-        return []
+    """All complete records in the file (missing file -> empty list); unusable lines are skipped with a warning."""
     records = []
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
+    for record in io.read_jsonl(path):
+        problem = _shape_problem(record)
+        if problem:
+            warnings.warn(f"{path}: skipping the record of run_id={record.get('run_id')!r}: {problem}", stacklevel=2)
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{number}: skipping an incomplete record (a writer was interrupted)")
+        records.append(record)
     return records
 
 
@@ -67,8 +66,10 @@ def _flatten(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
 def _run_columns(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in ("run_id", "config_id", "task", "status", "error", "started_at", "wall_s",
                                       "best_score", "final_score", "n_texts")}
-    _flatten("", record.get("config", {}), row)
-    _flatten("tag.", record.get("config", {}).get("tags", {}), row)
+    config = record.get("config") or {}
+    _flatten("", config, row)
+    if isinstance(config.get("tags"), dict):
+        _flatten("tag.", config["tags"], row)
     return row
 
 
@@ -81,7 +82,7 @@ def epochs_table(path: str | Path) -> pd.DataFrame:
     """One row per run and evaluated epoch: loss, score, steps, tokens, plus the run's columns."""
     rows = []
     for record in read(path):
-        for epoch in record.get("per_epoch", []):
+        for epoch in record.get("per_epoch") or []:
             row = _run_columns(record)
             row.update({k: v for k, v in epoch.items() if k != "predictions"})
             rows.append(row)
@@ -92,9 +93,10 @@ def predictions_table(path: str | Path) -> pd.DataFrame:
     """One row per run, epoch and question: the prompt, the answer and its score."""
     rows = []
     for record in read(path):
-        for epoch in record.get("per_epoch", []):
-            for p in epoch.get("predictions", []):
-                rows.append({"run_id": record["run_id"], "task": record.get("task"), "epoch": epoch["epoch"], **p})
+        for epoch in record.get("per_epoch") or []:
+            for p in epoch.get("predictions") or []:
+                rows.append({"run_id": record.get("run_id"), "task": record.get("task"), "epoch": epoch.get("epoch"),
+                             **p})
     return pd.DataFrame(rows)
 
 
@@ -104,7 +106,7 @@ def finished(path: str | Path) -> list[dict[str, Any]]:
 
 
 def finished_config_ids(path: str | Path) -> set[str]:
-    return {r["config_id"] for r in finished(path)}
+    return {r["config_id"] for r in finished(path) if "config_id" in r}
 
 
 def clean_float(x: float) -> float | None:

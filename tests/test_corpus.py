@@ -1,7 +1,11 @@
 """Tests for sciknow.corpus: JATS parsing on hand-written snippets and on the shared PLOS starter corpus."""
 from __future__ import annotations
 
+import bz2
+import gzip
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,8 @@ PLOS = Path(__file__).parents[1].parent / "shared" / "corpora" / "plos-starter"
 TAG = re.compile(r"</?[A-Za-z][\w:.-]*[\s/>]")
 CITATION = re.compile(r"\[\s*\d+(?:\s*[,;–—-]\s*\d+)*\s*\]")
 EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\(\s*[,;]|[,;]\s*\)")
+FIGURE_REF = re.compile(
+    r"[(\[](?:see |cf\. )?(?:Figs?\.?|Figures?|Tables?)\s*S?\d+[A-Za-z]?(?:\s*[-–,]\s*S?\d*[A-Za-z]?)*[)\]]")
 
 
 def jats(body: str = "", front: str = "", back: str = "") -> str:
@@ -156,6 +162,146 @@ def test_non_jats_and_missing_files_raise_corpus_error(tmp_path: Path) -> None:
         parse_jats(tmp_path / "missing.xml")
 
 
+# ---------------------------------------------------------------- bad inputs: refused, naming the file
+
+ARTICLE = jats("<sec><title>Introduction</title><p>Opening.</p></sec>")
+DOCTYPE = '<!DOCTYPE article PUBLIC "-//NLM//DTD JATS (Z39.96) Journal Publishing DTD v1.2 20190208//EN" "JATS.dtd">'
+LAUGHS = ('<!DOCTYPE article [<!ENTITY lol "lol"><!ENTITY lol1 "' + "&lol;" * 10 + '"><!ENTITY lol2 "' + "&lol1;" * 10
+          + '"><!ENTITY lol3 "' + "&lol2;" * 10 + '">]>')
+
+
+def with_doctype(doctype: str, body: str) -> bytes:
+    return jats(body).replace("<article ", doctype + "<article ", 1).encode()
+
+
+def make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def make_dir(path: Path) -> None:
+    path.mkdir()
+
+
+def make_device(path: Path) -> None:
+    path.symlink_to("/dev/zero")  # endless bytes: would fill memory without the regular-file check
+
+
+@pytest.mark.parametrize("content, reason", [
+    (gzip.compress(ARTICLE.encode()), "gzip-compressed data, not XML; decompress it first"),
+    (bz2.compress(ARTICLE.encode()), "bzip2-compressed data"),
+    (ARTICLE.encode() + b" " * 2000, r"\d+ bytes, over the max_bytes=2000 limit"),
+    (make_fifo, "a FIFO, not a regular file; skipped"),
+    (make_dir, "a directory, not a regular file"),
+    (make_device, "a character device, not a regular file"),
+    (None, "cannot open: No such file or directory"),
+    (ARTICLE.replace("<article ", '<article xmlns="http://example.org/other" ', 1).encode(),
+     "<article> is in namespace 'http://example.org/other'; JATS elements have none"),
+    (ARTICLE.replace("<article ", '<j:article xmlns:j="http://jats.nlm.nih.gov" ', 1)
+     .replace("</article>", "</j:article>").encode(), "namespace 'http://jats.nlm.nih.gov'"),
+    (with_doctype(DOCTYPE, "<p>In &species; we</p>"), "undefined entity &species;"),
+    (b"<article><body><p>a&nbsp;b</p></body></article>", "Entity 'nbsp' not defined"),  # no DTD named at all
+    (with_doctype('<!DOCTYPE article [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>', "<p>In &xxe; we</p>"),
+     r"external entity &xxe; \(file:///etc/passwd\) is never loaded"),
+    (with_doctype(LAUGHS, "<p>&lol3;</p>"), "entity &lol3; holds markup or other entities"),
+    (with_doctype('<!DOCTYPE article [<!ENTITY sp "<italic>E. coli</italic>">]>', "<p>In &sp; we</p>"),
+     "entity &sp; holds markup"),
+    (b'<?xml version="1.0"?><article/>', "neither <front><article-meta> nor <body>"),
+    (b"<article><front><article-meta/></front><body><sec><title>Methods</title></sec></body></article>",
+     "no title, abstract, introduction or conclusion text found"),
+    (b"<html><body/></html>", "root element is <html>, not a JATS <article>"),
+    (b"", "XMLSyntaxError"),
+    (ARTICLE.encode()[:300], "XMLSyntaxError"),
+])
+def test_bad_files_are_refused_naming_the_file(tmp_path: Path, content: object, reason: str) -> None:
+    path = tmp_path / "bad-paper.xml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        content(path)
+    (tmp_path / "good.xml").write_text(ARTICLE, encoding="utf-8")
+    with pytest.raises(CorpusError, match=reason) as info:
+        parse_jats(path, max_bytes=2000)
+    assert str(info.value).startswith(f"{path}: ") and info.value.path == path
+    files = tmp_path if content is not None else [path, tmp_path / "good.xml"]
+    papers, errors = load_corpus(files, progress=False, max_bytes=2000)  # the rest of the corpus still loads
+    assert [p.source.name for p in papers] == ["good.xml"]
+    assert [e.path for e in errors] == [path] and re.search(reason, errors[0].reason)
+    assert "root:" not in str(info.value)  # nothing of /etc/passwd leaked into the message
+
+
+def test_size_cap_is_configurable(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.xml", ARTICLE)
+    with pytest.raises(CorpusError, match="over the max_bytes=100 limit"):
+        parse_jats(path, max_bytes=100)
+    assert parse_jats(path).introduction == "Opening."  # the default cap is far larger
+    assert parse_jats(path, max_bytes=path.stat().st_size).introduction == "Opening."
+
+
+@pytest.mark.timeout(20)
+def test_fifo_does_not_hang_load_corpus(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.xml")  # nobody ever writes to it: an open() without O_NONBLOCK waits forever
+    write(tmp_path, "a.xml", ARTICLE)
+    papers, errors = load_corpus(tmp_path, progress=False)
+    assert [p.source.name for p in papers] == ["a.xml"] and "a FIFO" in str(errors[0])
+    papers, errors = load_corpus(tmp_path / "pipe.xml", progress=False)  # the FIFO named alone
+    assert papers == [] and str(errors[0]).endswith("pipe.xml: a FIFO, not a regular file; skipped")
+
+
+@pytest.mark.parametrize("doctype, body, expected", [
+    (DOCTYPE, "<p>a&nbsp;b &ndash; c&hellip; &lsqb;x&rsqb; &alpha;&#946;</p>", "a b – c… [x] αβ"),
+    (DOCTYPE, "<p>Known &lsqb;<xref ref-type='bibr' rid='b1'>1</xref>&rsqb; well.</p>", "Known well."),
+    ('<!DOCTYPE article [<!ENTITY species "E. coli">]>', "<p>In &species; we</p>", "In E. coli we"),
+    ('<!DOCTYPE article [<!ENTITY nbsp "~">]>', "<p>a&nbsp;b</p>", "a~b"),  # the document's own value wins
+    ('<!DOCTYPE article [<!ENTITY amp2 "&#38;">]>', "<p>R&amp;D &lt;3</p>", "R&D <3"),
+    ("", '<p>Safe<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="/etc/passwd" parse="text"/>.</p>',
+     "Safe."),  # XInclude is never processed
+])
+def test_entities_are_resolved(tmp_path: Path, doctype: str, body: str, expected: str) -> None:
+    path = tmp_path / "a.xml"
+    path.write_bytes(with_doctype(doctype, f"<sec><title>Introduction</title>{body}</sec>"))
+    assert parse_jats(path).introduction == expected
+
+
+def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
+    deep = ('<!DOCTYPE article [<!ENTITY a "aaaaaaaaaa">' + "".join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9)) + "]>")
+    path = tmp_path / "lol.xml"
+    path.write_bytes(with_doctype(deep, "<p>&j;</p>"))  # 10^10 characters if expanded
+    start = time.monotonic()
+    # libxml2 itself refuses this many nested references; a shallower nest reaches our own check (above).
+    with pytest.raises(CorpusError, match="lol.xml: (XMLSyntaxError: Maximum entity amplification factor exceeded"
+                                          "|entity &j; holds markup or other entities)"):
+        parse_jats(path)
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("marked_up, expected", [
+    ('Cells grow (<xref ref-type="fig" rid="f1">Figure 1A</xref>, <xref ref-type="fig" rid="f1s1">Figure 1—figure '
+     "supplement 1</xref>).", "Cells grow."),
+    ('Cells grow (<xref ref-type="fig" rid="f2">Fig 2</xref>) fast.', "Cells grow fast."),
+    ("Cells grow (Fig 2) fast, as do (Table 1) others.", "Cells grow fast, as do others."),  # plain text, no link
+    ('Seen (<xref ref-type="fig" rid="f3">Figure 3</xref>G and <xref ref-type="fig" rid="f4">Figure 4</xref>H).',
+     "Seen."),
+    ('Seen (Figs. <xref ref-type="fig" rid="f3">3b</xref> and <xref ref-type="fig" rid="f5">5b</xref>).', "Seen."),
+    ('High (84%, <xref ref-type="fig" rid="f2">Fig. 2a,c,e</xref>).', "High (84%)."),
+    ('Odd (data not shown; cf. <xref ref-type="fig" rid="f4">Fig. 4A</xref>).', "Odd (data not shown)."),
+    ('Both (<xref ref-type="table" rid="t1">Table 1</xref>; <xref ref-type="bibr" rid="b3">3</xref>).', "Both."),
+    ('See (<xref ref-type="supplementary-material" rid="s1">S1 Table</xref>, S4 Fig, and S5 Fig).', "See."),
+    ('Also (see <xref ref-type="fig" rid="f1">Fig. S6</xref> in <xref ref-type="supplementary-material" rid="s1">'
+     "File S1</xref>).", "Also."),
+    ('Blebs (<xref ref-type="fig" rid="f1">Figure 1)</xref> and bodies.', "Blebs and bodies."),  # ")" in the link
+    ('Panels (<xref ref-type="fig" rid="f1">Fig. 1(a)</xref>) differ.', "Panels differ."),
+    # References that carry the sentence stay, and so do brackets with other content.
+    ('As shown in <xref ref-type="fig" rid="f2">Figure 2</xref>, rates rise.', "As shown in Figure 2, rates rise."),
+    ('Curved (top panels in <xref ref-type="fig" rid="f1">Fig 1</xref>).', "Curved (top panels in Fig 1)."),
+    ("Groups (A and B) of size (n = 3) in step (1).", "Groups (A and B) of size (n = 3) in step (1)."),
+    ("Rates (Figures are not shown) vary.", "Rates (Figures are not shown) vary."),
+])
+def test_figure_references_removed(tmp_path: Path, marked_up: str, expected: str) -> None:
+    paper = parse(tmp_path, f"<sec><title>Introduction</title><p>{marked_up}</p></sec>")
+    assert paper.introduction == expected
+
+
 def test_load_corpus_continues_past_bad_file(tmp_path: Path) -> None:
     write(tmp_path, "c.xml", jats("<sec><title>Introduction</title><p>C.</p></sec>"))
     write(tmp_path, "b.xml", "<article><front>")
@@ -245,7 +391,8 @@ def test_plos_texts_are_clean(plos: list[Paper]) -> None:
             text = getattr(paper, field)
             where = f"{paper.source.name} {field}"
             assert not TAG.search(text), f"{where}: markup {TAG.search(text)}"
-            assert "xref" not in text and "\ue000" not in text, where
+            assert "xref" not in text and not re.search("[\ue000-\ue004]", text), where
+            assert not FIGURE_REF.search(text), f"{where}: figure reference {FIGURE_REF.search(text)}"
             assert not CITATION.search(text), f"{where}: citation {CITATION.search(text)}"
             assert not EMPTY_BRACKETS.search(text), f"{where}: {EMPTY_BRACKETS.search(text)}"
             assert "  " not in text and text == text.strip(), where

@@ -1,12 +1,15 @@
 """Tests for sciknow.europepmc against a local HTTP server replaying recorded Europe PMC responses (no internet)."""
 from __future__ import annotations
 
+import gzip
 import json
+import socket
+import struct
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +48,7 @@ class FakeEuropePMC:
     requests: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)  # path -> number of 503s still to send
     retry_after: str = "0"
+    routes: dict[str, Callable[[BaseHTTPRequestHandler, dict[str, str]], None]] = field(default_factory=dict)
 
 
 def make_handler(state: FakeEuropePMC) -> type[BaseHTTPRequestHandler]:
@@ -53,7 +57,9 @@ def make_handler(state: FakeEuropePMC) -> type[BaseHTTPRequestHandler]:
             url = urllib.parse.urlsplit(self.path)
             params = dict(urllib.parse.parse_qsl(url.query))
             state.requests.append((url.path, params, self.headers.get("User-Agent", "")))
-            if state.failures[url.path] > 0:
+            if url.path in state.routes:
+                state.routes[url.path](self, params)
+            elif state.failures[url.path] > 0:
                 state.failures[url.path] -= 1
                 self.reply(503, b"Service Unavailable", "text/plain", {"Retry-After": state.retry_after})
             elif url.path == "/rest/search" and params.get("cursorMark") in PAGES:
@@ -84,10 +90,17 @@ def make_handler(state: FakeEuropePMC) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the reset and drip routes drop connections on purpose
+
+
 @pytest.fixture
 def server() -> Iterator[FakeEuropePMC]:
     state = FakeEuropePMC()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    httpd = QuietServer(("127.0.0.1", 0), make_handler(state))
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/rest"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
@@ -158,12 +171,15 @@ def test_error_document_is_not_cached(client: EuropePMC, tmp_path: Path) -> None
     assert not any(tmp_path.iterdir())
 
 
-def test_retry_delay_honours_retry_after() -> None:
-    client = EuropePMC(backoff=1.0, max_backoff=30.0)
-    assert client._retry_delay(0, None) == 1.0 and client._retry_delay(3, None) == 8.0
-    assert client._retry_delay(0, "7") == 7.0
-    assert client._retry_delay(0, "3600") == 30.0
-    assert client._retry_delay(2, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: go now
+@pytest.mark.parametrize("retry_after, max_backoff, waited", [("0.3", 5.0, 0.3), ("3600", 0.2, 0.2), ("", 5.0, 0.01)])
+def test_retry_after_honoured_and_capped(server: FakeEuropePMC, retry_after: str, max_backoff: float,
+                                         waited: float) -> None:
+    client = EuropePMC(base_url=server.base_url, min_interval=0.0, backoff=0.01, max_backoff=max_backoff)
+    server.failures["/rest/search"] = 1
+    server.retry_after = retry_after
+    start = time.monotonic()
+    assert len(client.search("polymer", page_size=2, max_results=2)) == 2
+    assert waited <= time.monotonic() - start < waited + 1.5  # generous: the machine may be busy
 
 
 def test_download_and_resume(client: EuropePMC, server: FakeEuropePMC, tmp_path: Path) -> None:
@@ -224,3 +240,125 @@ def test_collect_keeps_plain_cc_by_and_resumes(client: EuropePMC, server: FakeEu
     assert [p.name for p in out["paths"]] == ["PMC9900001.xml", "PMC9900002.xml"]
     assert len(out["failures"]) == 2  # no full text served for the other two: collected, not raised
     assert set(read_manifest(tmp_path)) == {"PMC9900001", "PMC9900002"}
+
+
+# ---------------------------------------------------------------- bad answers and bad files
+
+
+def drip(handler: BaseHTTPRequestHandler, params: dict[str, str]) -> None:
+    """A valid start, then one byte every 0.1 s: every read beats the socket timeout, the whole takes 10 s."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100")
+    handler.end_headers()
+    for _ in range(100):  # bounded; stops early when the client hangs up
+        try:
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+        except OSError:
+            return
+        time.sleep(0.1)
+
+
+def reply(body: bytes, status: int = 200) -> Callable[[BaseHTTPRequestHandler, dict[str, str]], None]:
+    def route(handler: BaseHTTPRequestHandler, params: dict[str, str]) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return route
+
+
+def reset_once() -> Callable[[BaseHTTPRequestHandler, dict[str, str]], None]:
+    calls = Counter()
+
+    def route(handler: BaseHTTPRequestHandler, params: dict[str, str]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()  # a TCP reset before any answer
+        else:
+            reply((FIXTURES / "PMC9900001.xml").read_bytes())(handler, params)
+
+    return route
+
+
+def cycling_cursor(handler: BaseHTTPRequestHandler, params: dict[str, str]) -> None:
+    """Pages without hitCount whose cursor goes * -> A -> B -> A -> B ... (one record each)."""
+    following = {"*": "A", "A": "B", "B": "A"}[params["cursorMark"]]
+    page = {"nextCursorMark": following, "resultList": {"result": [{"id": params["cursorMark"]}]}}
+    reply(json.dumps(page).encode())(handler, params)
+
+
+FULLTEXT = "/rest/PMC9900001/fullTextXML"
+
+
+@pytest.mark.parametrize("path, route, kwargs, match", [
+    (FULLTEXT, drip, {"timeout": 1.0, "deadline": 0.6}, r"GET \S+/PMC9900001/fullTextXML: no complete answer within"),
+    (FULLTEXT, reply(b"<article>" + b" " * 5000 + b"</article>"), {"max_bytes": 1000},
+     r"fullTextXML: the answer has Content-Length 5019, over max_bytes=1000"),
+    (FULLTEXT, reply(gzip.compress((FIXTURES / "PMC9900001.xml").read_bytes())), {},
+     r"PMC9900001: full text is not a usable JATS article \(gzip-compressed data"),
+    (FULLTEXT, reply(b'<article xmlns="http://example.org/x"><front/></article>'), {},
+     r"PMC9900001: full text is not a usable JATS article \(<article> is in namespace 'http://example.org/x'"),
+    (FULLTEXT, reply(b"", 403), {}, r"GET \S+/PMC9900001/fullTextXML: HTTP 403 Forbidden"),
+    ("/rest/search", reply(b"<html>maintenance</html>"), {}, r"search page \(cursorMark='\*'\): invalid JSON"),
+    ("/rest/search", reply(b"[1, 2]"), {}, r"search page \(cursorMark='\*'\): a JSON list, not an object"),
+    ("/rest/search", reply(b'{"resultList": {"result": {"id": 1}}}'), {}, r"resultList.result is not a list"),
+    ("/rest/search", reply(b'{"resultList": [], "hitCount": 3}'), {}, r"resultList is a JSON list, not an object"),
+    ("/rest/search", reply(b'{"hitCount": "many", "resultList": {"result": []}}'), {},
+     r"hitCount='many' is not a count"),
+    ("/rest/search", reply(b'{"nextCursorMark": 7, "resultList": {"result": [{"id": 1}]}}'), {},
+     r"nextCursorMark=7 is not a string"),
+])
+def test_bad_answers_are_refused(server: FakeEuropePMC, tmp_path: Path, path: str, route: Callable, kwargs: dict,
+                                 match: str) -> None:
+    server.routes[path] = route
+    client = EuropePMC(base_url=server.base_url, min_interval=0.0, backoff=0.01, max_retries=1, **kwargs)
+    start = time.monotonic()
+    with pytest.raises(EuropePMCError, match=match):
+        if path == FULLTEXT:
+            client.download_fulltext("PMC9900001", tmp_path)
+        else:
+            client.search("polymer")
+    assert time.monotonic() - start < 4.0  # the drip would take 10 s
+    assert not any(tmp_path.iterdir())  # nothing cached, no manifest entry
+
+
+def test_connection_reset_is_retried(server: FakeEuropePMC, client: EuropePMC, tmp_path: Path) -> None:
+    server.routes[FULLTEXT] = reset_once()
+    assert client.download_fulltext("PMC9900001", tmp_path).read_bytes() == (FIXTURES / "PMC9900001.xml").read_bytes()
+
+
+def test_cycling_cursor_stops(server: FakeEuropePMC, client: EuropePMC) -> None:
+    server.routes["/rest/search"] = cycling_cursor
+    with pytest.warns(UserWarning, match=r"cursorMark 'A' came back after 3 pages; stopping with 3 records"):
+        records = client.search("polymer")
+    assert [r["id"] for r in records] == ["*", "A", "B"]
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("bad_line, warning", [
+    ('{"pmcid": "PMC99000', r"manifest.jsonl:2: skipping an incomplete or invalid JSON line"),
+    ("null", r"manifest.jsonl:2: skipping a JSON NoneType, not an object"),
+    ('{"file": "PMC9900002.xml"}', r"manifest.jsonl: skipping an entry without a pmcid string"),
+    ('{"pmcid": 9900002}', r"manifest.jsonl: skipping an entry without a pmcid string"),
+])
+def test_bad_manifest_lines_are_skipped(client: EuropePMC, server: FakeEuropePMC, tmp_path: Path, bad_line: str,
+                                        warning: str) -> None:
+    client.download_fulltext("PMC9900001", tmp_path)
+    with open(tmp_path / "manifest.jsonl", "a") as f:
+        f.write(bad_line + "\n")
+    with pytest.warns(UserWarning, match=warning):
+        assert set(read_manifest(tmp_path)) == {"PMC9900001"}
+    with pytest.warns(UserWarning, match=warning):  # later calls keep working
+        client.download_fulltext("PMC9900002", tmp_path)
+    with pytest.warns(UserWarning, match=warning):
+        assert set(read_manifest(tmp_path)) == {"PMC9900001", "PMC9900002"}
+
+
+def test_bad_cached_file_is_reported(client: EuropePMC, server: FakeEuropePMC, tmp_path: Path) -> None:
+    (tmp_path / "PMC9900001.xml").write_bytes(gzip.compress(b"<article/>"))  # left by some other tool
+    paths, failures = client.download_all([{"pmcid": "PMC9900001"}], tmp_path, progress=False)
+    assert paths == [] and failures[0][0] == "PMC9900001" and "gzip-compressed" in failures[0][1]
+    assert server.requests == []

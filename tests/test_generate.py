@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
+import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -45,6 +47,37 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _bad_answer(self, scenario: str, hits: int) -> None:
+        if scenario in ("reset-once", "reset-always") and (hits == 1 or scenario == "reset-always"):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # a TCP reset, before any answer
+            return
+        if scenario == "busy-once" and hits == 1:
+            data = b'{"error": {"message": "rate limited"}}'
+            self.send_response(429)
+            self.send_header("Retry-After", "0.2")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if scenario == "drip":  # a valid start, then one byte every 0.1 s (bounded: 10 s at most)
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.1)
+            return
+        data = BAD_ANSWERS[scenario](self.headers.get("Authorization", ""))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         scenario = self.path.split("/")[1]
@@ -59,6 +92,8 @@ class ChatHandler(BaseHTTPRequestHandler):
                                                           f"{self.headers.get('Authorization')}"}})
         if scenario == "flaky" and hits == 1:
             return self._reply(503, {"error": {"message": "overloaded"}})
+        if scenario in BAD_ANSWERS:
+            return self._bad_answer(scenario, hits)
         if scenario == "slow":
             time.sleep(1.5)
         if request.get("max_tokens", 0) > 1000:
@@ -68,9 +103,32 @@ class ChatHandler(BaseHTTPRequestHandler):
         self._reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
 
 
+OK_ANSWER = json.dumps({"choices": [{"message": {"content": "fine"}}]}).encode()
+# Scenario -> 200 body, given the Authorization header the server received.
+BAD_ANSWERS: dict[str, Callable[[str], bytes]] = {
+    "echo-shape": lambda auth: json.dumps({"object": "error", "received": auth, "api_key": auth.split()[-1],
+                                           "detail": f"key {auth.split()[-1]} is not allowed"}).encode(),
+    "array": lambda auth: b"[1, 2]",
+    "not-json": lambda auth: f"<html>proxy error for {auth}</html>".encode(),
+    "number-content": lambda auth: b'{"choices": [{"message": {"content": 42}}]}',
+    "huge": lambda auth: json.dumps({"choices": [{"message": {"content": "x" * 5000}}]}).encode(),
+    "reset-once": lambda auth: OK_ANSWER,
+    "reset-always": lambda auth: OK_ANSWER,
+    "busy-once": lambda auth: OK_ANSWER,
+    "drip": lambda auth: OK_ANSWER,
+}
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the reset scenarios close sockets under the handler's feet on purpose
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
+    httpd = QuietServer(("127.0.0.1", 0), ChatHandler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -148,6 +206,50 @@ def test_openai_backend_timeout(server: str, key: str) -> None:
         backend(f"{server}/slow/v1", timeout=0.3).complete(["zzz"], 3)
     assert time.monotonic() - start < 1.4
     assert "0.3s" in str(info.value) and key not in str(info.value) and key not in repr(info.value)
+
+
+@pytest.mark.parametrize("scenario, kwargs, error, match", [
+    # The server echoes the key in an answer of the wrong shape: refused, key masked.
+    ("echo-shape", {}, BackendError, r"/echo-shape/v1/chat/completions: unexpected response shape "
+                                     r"\(no choices\[0\].message.content\): .*\"api_key\": \"\*\*\*\""),
+    ("array", {}, BackendError, r"unexpected response shape .*: \[1, 2\]"),
+    ("not-json", {}, BackendError, r"/not-json/v1/chat/completions answered with invalid JSON: '<html>proxy error"),
+    ("number-content", {}, BackendError, r"choices\[0\].message.content is a int, not a string"),
+    ("huge", {"max_bytes": 1000}, BackendError, r"/huge/v1/chat/completions: .*over max_bytes=1000"),
+    ("reset-always", {"max_retries": 1}, BackendError, r"cannot reach http://\S+/reset-always/v1/chat/completions "
+                                                       r"\(2 attempts\): (ConnectionResetError|RemoteDisconnected)"),
+    ("drip", {"timeout": 1.0, "deadline": 0.5}, BackendTimeout, r"no answer from \S+/drip/v1/chat/completions within "
+                                                                r"1.0s \(no complete answer within deadline="),
+    ("reset-once", {}, None, None),  # a reset connection is retried like a 5xx
+    ("busy-once", {}, None, None),   # 429 + Retry-After: retried
+])
+def test_openai_backend_bad_answers(server: str, key: str, caplog: pytest.LogCaptureFixture, scenario: str,
+                                    kwargs: dict, error: type | None, match: str | None) -> None:
+    ChatHandler.hits[scenario] = 0
+    client = backend(f"{server}/{scenario}/v1", backoff=0.01, **kwargs)
+    start = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        if error is None:
+            assert client.complete(["hi"], 5) == ["fine"]
+            assert ChatHandler.hits[scenario] == 2
+        else:
+            with pytest.raises(error, match=match) as info:
+                client.complete(["hi"], 5)
+            for text in (str(info.value), repr(info.value)):
+                assert KEY not in text
+    assert time.monotonic() - start < 4.0  # the drip would take 10 s
+    assert KEY not in caplog.text
+
+
+def test_openai_backend_credentials_in_base_url(server: str, key: str, caplog: pytest.LogCaptureFixture) -> None:
+    host = server.removeprefix("http://")
+    client = backend(f"http://carol:pw-planted-77@{host}/reset-always/v1", backoff=0.01, max_retries=1)
+    assert "pw-planted-77" not in repr(client)
+    with caplog.at_level(logging.DEBUG), pytest.raises(BackendError) as info:
+        client.complete(["hi"], 5)
+    assert "retry 1 of 1" in caplog.text
+    for text in (str(info.value), repr(info.value), caplog.text):
+        assert "pw-planted-77" not in text and KEY not in text
 
 
 def test_local_backend_answers_like_the_evaluator() -> None:
