@@ -79,12 +79,16 @@ def runs_table(path: str | Path) -> pd.DataFrame:
 
 
 def epochs_table(path: str | Path) -> pd.DataFrame:
-    """One row per run and evaluated epoch: loss, score, steps, tokens, plus the run's columns."""
+    """One row per run and evaluated epoch: loss, score, steps, tokens, each metric (paraphrase and open-book
+    scores, recall@k, probes) as its own column, the untrained model's probes as `before.*`, plus the run's
+    columns."""
     rows = []
     for record in read(path):
         for epoch in record.get("per_epoch") or []:
             row = _run_columns(record)
-            row.update({k: v for k, v in epoch.items() if k != "predictions"})
+            _flatten("before.", record.get("metrics_before") or {}, row)
+            row.update({k: v for k, v in epoch.items() if k not in ("predictions", "metrics")})
+            _flatten("", epoch.get("metrics") or {}, row)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -100,9 +104,14 @@ def predictions_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# A run that ended on its own terms: done, broken down (a property of its settings), or stopped by a sweep's
+# pruner. "failed" runs (a configuration or program error) are re-run once fixed.
+FINISHED = ("ok", "diverged", "pruned")
+
+
 def finished(path: str | Path) -> list[dict[str, Any]]:
     """Records of runs that completed (ok or diverged), in file order: a resumed sweep skips their configs."""
-    return [r for r in read(path) if r.get("status") in ("ok", "diverged")]
+    return [r for r in read(path) if r.get("status") in FINISHED]
 
 
 def finished_config_ids(path: str | Path) -> set[str]:
