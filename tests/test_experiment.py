@@ -107,3 +107,22 @@ def test_deepspeed_zero3_offload_trains_like_plain_full_training(tmp_path):
     plain = experiment.run(tiny_config(), progress=False)
     for ds, full in zip(record["per_epoch"], plain["per_epoch"]):
         assert math.isclose(ds["loss"], full["loss"], rel_tol=1e-3), (ds["loss"], full["loss"])
+
+
+def test_open_book_and_probes_are_recorded_per_epoch_and_read_back(tmp_path):
+    """Any run can be scored closed- and open-book and report what training cost (probes before and after)."""
+    path = tmp_path / "results.jsonl"
+    config = tiny_config(**{"eval.book": "both", "eval.retrieval_k": 2, "eval.paraphrases": False,
+                            "eval.probes": ["perplexity", "locality"], "eval.n_probe_texts": 2,
+                            "eval.n_probe_locality": 4, "eval.probe_every_epoch": True})
+    record = experiment.run(config, path, progress=False)
+    assert record["status"] == "ok", record["error"]
+    assert set(record["metrics_before"]) >= {"perplexity", "locality"} and record["metrics_before"]["locality"] == 1.0
+    for epoch in record["per_epoch"]:
+        assert {"open_score", "recall_at_k", "perplexity", "locality"} <= set(epoch["metrics"])
+        books = {p["book"] for p in epoch["predictions"]}
+        assert books == {"closed", "open"}
+        assert all(p["recall"] == 1.0 for p in epoch["predictions"] if p["book"] == "open")  # one document
+    table = results.epochs_table(path)
+    assert {"open_score", "recall_at_k", "perplexity", "locality", "before.perplexity"} <= set(table.columns)
+    assert table["before.perplexity"].iloc[0] > 1.0
