@@ -346,3 +346,25 @@ def _document(question_id: str, document_of: Mapping[str, str] | str | None, doc
         raise RetrievalError(f"question {question_id!r}: document {doc!r} is not in the index "
                              f"(documents: {sorted(documents)})")
     return doc
+
+
+def recall_table(ksets: Sequence[KnowledgeSet], distractor_counts: Sequence[int], k: int = 3, seed: int = 0,
+                 source: str | Path | None = None, paraphrases: bool = True):
+    """Retrieval alone, no language model: for each number of distractor passages in the index, whether each
+    question (and its paraphrase) retrieves a passage of its own document among the top k. One row per
+    (distractors, document, question, variant) with `recall` 0/1: the input of `sciknow.stats`."""
+    import pandas as pd
+
+    own = passages_from_suite(ksets)
+    pool = distractor_passages(max(distractor_counts), seed, source) if max(distractor_counts) else []
+    asked = [(kset.name, q.id, variant, text) for kset in ksets for q in kset.questions
+             for variant, text in (("original", q.question), ("paraphrase", q.paraphrase))
+             if text and (paraphrases or variant == "original")]
+    rows = []
+    for n in distractor_counts:
+        index = build_index(own + pool[:n])
+        hits = retrieve(index, [text for *_, text in asked], k)
+        rows += [{"distractors": n, "document": doc, "question_id": qid, "variant": variant, "seed": seed,
+                  "score": float(any(h.document_id == doc for h in found))}
+                 for (doc, qid, variant, _), found in zip(asked, hits)]
+    return pd.DataFrame(rows)

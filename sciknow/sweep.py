@@ -1,217 +1,226 @@
-"""Optuna searches over LoRA settings (paper Tasks 2a and 2b), resumable and shareable between workers.
+"""One sweep stack for every study (Tasks 2a, 2b, 4, and any registered in `sciknow.studies`): Optuna trials
+over `experiment.run`, resumable and shareable between workers.
 
-Each trial picks which contents C1..Cn of the knowledge set to train on, which of the nine layer groups get
-LoRA adapters, how many irrelevant texts N to mix in, and r, lora_alpha, lr and epochs (`suggest_config`);
-then it calls `sciknow.experiment.run`, the one training/evaluation path, and returns one number:
+A study is a search space, a suggest function and an objective (`sciknow.studies`); this module runs them all
+the same way:
 
-* Task 2a (random search, Fig. S1): the keyword score.
-* Task 2b (TPE, Fig. 3): score x log10(N). As in the paper, N = 1 gives log10(1) = 0, so every N = 1 trial
-  is worth 0 whatever its score: the search is pushed towards configurations that survive many irrelevant
-  texts. Opt-in `floor` (the untrained score) makes it (score - floor) x log10(N), so that learning nothing
-  earns nothing. The raw score is always kept as the trial's user attr "score" for the analyses.
+* `prepare(name, storage, task, base, space, results)` validates the space and the base (errors name the field
+  and the value, in seconds), then opens or creates the study. The one resume rule: the first process to create
+  a study records its setup (task, base RunConfig, space, epoch score, floor, sampler, pruner) in the study and
+  enqueues the base configuration as the first trial (the baseline); every later process (a re-run notebook, a
+  worker) uses the recorded setup, and says what differs when its own arguments do.
+* A trial suggests a RunConfig and runs it with `experiment.run`. results.jsonl keeps the one record of the run
+  (config, per-epoch losses, scores and predictions); the trial keeps only its run id, the score its value came
+  from, the worker and, if it failed, why. `trials_frame` joins the two by run id.
+* After every evaluated epoch the trial reports its objective value so far (`trial.report`). Pruning is opt-in:
+  `pruner="median"` (Optuna's MedianPruner: a trial whose value at an epoch is below the median of earlier
+  trials at that epoch stops; the first 5 trials are never pruned) evaluates every epoch, stops the run through
+  `experiment.StopRun` and records it as "pruned".
+* Budget: every trial a worker runs counts towards `n_trials` (complete, pruned, or failed, errors before
+  training included); a worker stops when the study holds `n_trials` of them, after `timeout_s`, or after
+  `max_failures` trials in a row failed (default `MAX_CONSECUTIVE_FAILURES` = 5), raising `SweepStopped` with
+  the last reason.
 
-"score" is the score after the last epoch by default (`epoch_score="last"`: the model you get by training
-that many epochs); `epoch_score="best"` takes the best epoch instead (optimistic: it selects on the test
-questions, and makes `epochs` an upper bound).
+"score" is the score after the last epoch by default (`epoch_score="last"`: the model you get by training that
+many epochs); `epoch_score="best"` takes the best epoch instead (optimistic: it selects on the test questions,
+and makes `epochs` an upper bound).
 
-Storage and workers. A study lives in an Optuna RDB storage: by default a SQLite file in the run folder,
-fine for one process. Several processes or machines share one study through PostgreSQL (SQLite is not safe
-for concurrent writers; a local throwaway server: `scripts/start_postgres.sh` prints its URL). Create the
-study once (a notebook with `storage_url=...`, or a first worker), then start any number of workers::
+Storage and workers. A study lives in an Optuna RDB storage: by default a SQLite file in the run folder, fine
+for one process. Several processes or machines share one study through PostgreSQL (SQLite is not safe for
+concurrent writers; a local throwaway server: `scripts/start_postgres.sh` prints its URL). Create the study once
+(a notebook with `storage_url=...`, or a first worker), then start any number of workers::
 
     python -m sciknow.sweep worker --storage postgresql://user:pw@host:5432/sciknow --study task2b \\
         --task 2b --n-trials 100 --model smollm2-135m-instruct --results runs/04_task2b/results.jsonl
+    python -m sciknow.sweep worker --study task4 --task 4 --dataset runs/06_datasets/plos-starter --n-trials 20
 
-The first worker (or notebook) to open a study records its setup (task, base RunConfig, search space, epoch
-score) in the study; later workers read it from there, so all workers search the same space. Workers stop
-once the study holds `n_trials` finished trials (complete, pruned, or failed by the objective). Trials send
-a heartbeat; a trial whose worker died (SIGKILL, lost machine) is marked FAIL after `grace_period` seconds
-by the next worker that starts a trial, and re-enqueued once (`RetryHeartbeatStaleTrialCallback`, the
-Optuna 5 name of `RetryFailedTrialCallback`). Watch a study live with
+Trials send a heartbeat; a trial whose worker died (SIGKILL, lost machine) is marked FAIL after `grace_period`
+seconds by the next worker that starts a trial, and re-enqueued once (`RetryHeartbeatStaleTrialCallback`,
+Optuna >= 4.9); the dead trial does not count, its retry does. Nothing secret is stored: setups and trial
+attributes pass through `sciknow.secrets.redact`, so a secret in a base config is masked in the recorded setup that
+every trial runs from (give credentials by environment variable, e.g. `eval.judge.api_key_env`). Watch a study with
 ``optuna-dashboard sqlite:///runs/04_task2b/optuna.sqlite3`` (or the postgresql:// URL).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import socket
+import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.distributions import CategoricalDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from . import experiment
-from .config import LAYER_GROUPS, RunConfig
-from .data import load_knowledge_set
+from . import results, studies
+from .config import SCHEMA_VERSION, RunConfig
+from .secrets import redact
 
-# The paper's search space (Tasks 2a/2b). Notebooks narrow these for CPU runs via `SearchSpace(...)`.
-N_IRRELEVANT = (1, 5000)  # int, log scale
-LORA_R = (1, 1024)  # int, log scale
-LORA_ALPHA = (1, 1024)  # int, log scale
-LR = (1e-5, 1e-2)  # float, log scale
-EPOCHS = (1, 30)  # int
-# When a trial switches everything off, it still needs something to train: these are forced on (and the
-# trial's user attrs say so). C1 is the original text; v_proj is the classic LoRA target.
-FALLBACK_CONTENT_INDEX = 0
-FALLBACK_GROUP = "v_proj"
 EPOCH_SCORES = ("last", "best")
-TASKS = ("2a", "2b")
-
-
-@dataclass
-class SearchSpace:
-    """Bounds of the LoRA search space (inclusive); the defaults are the paper's."""
-
-    n_irrelevant: tuple[int, int] = N_IRRELEVANT
-    lora_r: tuple[int, int] = LORA_R
-    lora_alpha: tuple[int, int] = LORA_ALPHA
-    lr: tuple[float, float] = LR
-    epochs: tuple[int, int] = EPOCHS
-    layer_groups: tuple[str, ...] = LAYER_GROUPS
-
-    def capped(self, pool_size: int) -> SearchSpace:
-        """The space with N capped at the number of irrelevant texts the pool actually holds."""
-        low, high = self.n_irrelevant
-        if pool_size < low:
-            raise ValueError(f"the irrelevant-text pool holds {pool_size} texts; the space needs N >= {low}")
-        if pool_size < high:
-            print(f"sciknow.sweep: N irrelevant capped at {pool_size} (the pool size; requested up to {high})")
-        return dataclasses.replace(self, n_irrelevant=(low, min(high, pool_size)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
-        return cls(**{k: tuple(v) for k, v in d.items()})
-
-
-def irrelevant_pool_size(config: RunConfig) -> int:
-    """How many irrelevant texts `config.data.irrelevant_source` can supply (the cap on N)."""
-    source = config.data.irrelevant_source
-    if source == "knowledge_set":
-        return len(load_knowledge_set(config.data.knowledge_set).irrelevant_texts)
-    from . import corpus
-
-    papers, _ = corpus.load_corpus(source, progress=False)
-    return sum(len(corpus.chunk_words(p.introduction)) for p in papers if p.introduction)
-
-
-def content_ids(config: RunConfig) -> list[str]:
-    """The contents C1..Cn of the knowledge set, in file order (the training order)."""
-    return [c.id for c in load_knowledge_set(config.data.knowledge_set).contents]
-
-
-def suggest_config(trial: optuna.Trial, base: RunConfig, space: SearchSpace, contents: list[str]) -> RunConfig:
-    """Sample one LoRA configuration; `base` supplies everything the search does not touch."""
-    used = [cid for cid in contents if trial.suggest_categorical(f"content_{cid}", [True, False])]
-    groups = [g for g in space.layer_groups if trial.suggest_categorical(f"layer_{g}", [True, False])]
-    n_irrelevant = trial.suggest_int("n_irrelevant", *space.n_irrelevant, log=True)
-    r = trial.suggest_int("lora_r", *space.lora_r, log=True)
-    alpha = trial.suggest_int("lora_alpha", *space.lora_alpha, log=True)
-    lr = trial.suggest_float("lr", *space.lr, log=True)
-    epochs = trial.suggest_int("epochs", *space.epochs)
-    if not used:
-        used = [contents[FALLBACK_CONTENT_INDEX]]
-        trial.set_user_attr("forced_content", used[0])
-    if not groups:
-        groups = [FALLBACK_GROUP]
-        trial.set_user_attr("forced_layer_group", FALLBACK_GROUP)
-    return base.replace(**{
-        "data.contents": used, "data.n_irrelevant": n_irrelevant, "train.method": "lora",
-        "train.layer_groups": groups, "train.lora_r": r, "train.lora_alpha": alpha, "train.lr": lr,
-        "train.epochs": epochs, "tags": {**base.tags, "trial": trial.number},
-    })
-
-
-def baseline_params(base: RunConfig, space: SearchSpace, contents: list[str]) -> dict[str, Any]:
-    """The base configuration as trial params (clamped into the space): every content, the base's adapters."""
-    def clamp(value, bounds):
-        return type(bounds[0])(min(max(value, bounds[0]), bounds[1]))
-
-    t = base.train
-    params: dict[str, Any] = {f"content_{cid}": True for cid in contents}
-    params |= {f"layer_{g}": g in t.layer_groups for g in space.layer_groups}
-    params |= {"n_irrelevant": clamp(max(base.data.n_irrelevant, 1), space.n_irrelevant),
-               "lora_r": clamp(t.lora_r, space.lora_r), "lora_alpha": clamp(t.lora_alpha, space.lora_alpha),
-               "lr": clamp(t.lr, space.lr), "epochs": clamp(t.epochs, space.epochs)}
-    return params
-
-
-def objective_value(task: str, score: float, n_irrelevant: int, floor: float = 0.0) -> float:
-    """Task 2a: the score. Task 2b: (score - floor) x log10(N), which is 0 at N = 1 (see the module docstring).
-
-    `floor` is the untrained model's score (0 = the paper's objective): without it a model that learned nothing
-    still earns floor x log10(N) on a set whose questions leak keywords, and the search climbs by raising N."""
-    if task == "2a":
-        return score
-    if task == "2b":
-        return (score - floor) * math.log10(n_irrelevant)
-    raise ValueError(f"task={task!r} (expected one of {TASKS})")
+SAMPLERS = ("random", "tpe")
+PRUNERS = ("none", "median")
+MAX_CONSECUTIVE_FAILURES = 5
 
 
 class TrialFailed(RuntimeError):
     """The run diverged or raised: the trial is recorded as FAIL with this reason and the sweep goes on."""
 
 
-def run_trial(trial: optuna.Trial, config: RunConfig, results_path: str | Path) -> dict[str, Any]:
-    """One trial's `experiment.run`, recorded in the trial's user attrs (config, run id, worker, per-epoch scores
-    and losses, wall time). A run that raises or diverges raises `TrialFailed` with the reason kept as
-    "fail_reason": the trial is recorded as FAIL and the sweep goes on."""
-    run_id = f"{trial.study.study_name}-t{trial.number}"
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("run_id", run_id)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    trial.set_user_attr("config_id", experiment.config_id(config))
-    try:
-        record = experiment.run(config, results_path, progress=False, run_id=run_id)
-    except Exception as err:
-        trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:2000])
-        raise TrialFailed(str(err)) from err
-    trial.set_user_attr("per_epoch_score", [e["score"] for e in record["per_epoch"]])
-    trial.set_user_attr("per_epoch_loss", [e["loss"] for e in record["per_epoch"]])
-    trial.set_user_attr("wall_s", record["wall_s"])
-    if record["status"] != "ok":
-        trial.set_user_attr("fail_reason", f"{record['status']}: {record['error']}")
-        raise TrialFailed(record["error"])
-    return record
+class SweepStopped(RuntimeError):
+    """A worker gave up before its budget: too many trials in a row failed (the message says why)."""
 
 
-def make_objective(task: str, base: RunConfig, space: SearchSpace, results_path: str | Path,
-                   epoch_score: str = "last", n_trials: int | None = None,
-                   floor: float = 0.0) -> Callable[[optuna.Trial], float]:
-    """The objective of Task 2a/2b: one `experiment.run` per trial, per-epoch scores kept as user attrs."""
-    if epoch_score not in EPOCH_SCORES:
-        raise ValueError(f"epoch_score={epoch_score!r} (expected one of {EPOCH_SCORES})")
-    if epoch_score == "best":  # the best epoch needs every epoch evaluated
-        base = base.replace(**{"eval.every_epoch": True})
-    contents = content_ids(base)
+def _set(target: optuna.Trial | optuna.Study, key: str, value: Any) -> None:
+    """A user attribute, never holding a secret."""
+    target.set_user_attr(key, redact(value))
 
-    def objective(trial: optuna.Trial) -> float:
-        if n_trials is not None and _is_surplus(trial, n_trials):
-            trial.set_user_attr("surplus", True)
+
+# --- the recorded setup -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setup:
+    """What a study searches, recorded once in the study (the first process to create it wins)."""
+
+    task: str
+    base: RunConfig
+    space: studies.Space
+    epoch_score: str = "last"
+    floor: float = 0.0  # subtracted from the score by the studies whose objective uses it (2b, 4)
+    sampler: str = "tpe"
+    pruner: str = "none"
+    results: str = ""  # where the creating process wrote its records (the trials frame's default)
+
+    def __post_init__(self) -> None:
+        definition = studies.get(self.task)
+        problems = []
+        if not isinstance(self.space, definition.space):
+            problems.append(f"space is a {type(self.space).__name__}; task {self.task} needs a "
+                            f"{definition.space.__name__}")
+        if self.epoch_score not in EPOCH_SCORES:
+            problems.append(f"epoch_score={self.epoch_score!r} (expected one of {EPOCH_SCORES})")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler={self.sampler!r} (expected one of {SAMPLERS})")
+        if self.pruner not in PRUNERS:
+            problems.append(f"pruner={self.pruner!r} (expected one of {PRUNERS})")
+        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not math.isfinite(self.floor):
+            problems.append(f"floor={self.floor!r} (expected a finite number: the untrained score is unknown, e.g. "
+                            "a Task 4 dataset without held-out descriptive Q&A to score)")
+        if problems:
+            raise ValueError(f"sweep setup for task {self.task}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "base": self.base.to_dict(), "schema": SCHEMA_VERSION, "space": self.space.to_dict(),
+                "epoch_score": self.epoch_score, "floor": self.floor, "sampler": self.sampler,
+                "pruner": self.pruner, "results": self.results}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Setup:
+        """A recorded setup, validated again (a study recorded by older code may hold a bad space); its base config
+        is migrated from the config schema it was recorded with (none recorded: schema 1)."""
+        definition = studies.get(d["task"])
+        base = RunConfig.from_record({"config": d["base"], "schema": d.get("schema", 1)})
+        return cls(d["task"], base, definition.space.from_dict(d["space"], "recorded space"),
+                   d.get("epoch_score", "last"), d.get("floor", 0.0), d.get("sampler", definition.sampler),
+                   d.get("pruner", "none"), d.get("results", ""))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return out
+
+
+def differences(recorded: dict[str, Any], requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """'field: recorded X, requested Y' for every (dotted) field in which two setups differ."""
+    a, b = _flatten(recorded), _flatten(requested)
+    return [f"{k}: recorded {a.get(k)!r}, requested {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k.split(".")[0] not in ignore]
+
+
+def _experiment() -> ModuleType:
+    # Imported when a run starts: torch takes seconds to load (minutes on a busy machine), and a worker with a
+    # bad setup should be refused before that.
+    from . import experiment
+
+    return experiment
+
+
+def untrained_score(base: RunConfig, results_path: str | Path) -> float:
+    """The base model's score before training (an epochs = 0 run, recorded once in `results_path`)."""
+    return _experiment().run_once(base.replace(**{"train.epochs": 0}), results_path, progress=False)["final_score"]
+
+
+# --- objective ----------------------------------------------------------------------------------------------
+
+class Objective:
+    """One trial: suggest a RunConfig, run it (reporting the value after every evaluated epoch), return the
+    study's value. Any error becomes a FAIL trial with its reason; a pruned run becomes a PRUNED trial."""
+
+    def __init__(self, setup: Setup, results_path: str | Path, n_trials: int | None = None) -> None:
+        self.setup = setup
+        self.definition = studies.get(setup.task)
+        self.results_path = Path(results_path)
+        self.n_trials = n_trials
+
+    def value(self, score: float, config: RunConfig) -> float:
+        return self.definition.objective(score, config, self.setup.floor)
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
+        reason = redact(reason)[:2000]
+        _set(trial, "fail_reason", reason)
+        return TrialFailed(reason)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.n_trials is not None and _is_surplus(trial, self.n_trials):
+            _set(trial, "surplus", True)
             raise TrialFailed("surplus: other workers already filled the study")
-        config = suggest_config(trial, base, space, contents)
-        record = run_trial(trial, config, results_path)
-        score = record["final_score"] if epoch_score == "last" else record["best_score"]
-        trial.set_user_attr("score", score)
-        return objective_value(task, score, config.data.n_irrelevant, floor)
+        run_id = f"{trial.study.study_name}-t{trial.number}"
+        _set(trial, "run_id", run_id)
+        _set(trial, "worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            experiment = _experiment()
+            config = self.definition.suggest(trial, self.setup.base, self.setup.space)
 
-    return objective
+            def report(entry: dict[str, Any]) -> None:
+                if entry.get("score") is None:
+                    return
+                trial.report(self.value(entry["score"], config), entry["epoch"])
+                if trial.should_prune():
+                    raise experiment.StopRun(f"pruned by {type(trial.study.pruner).__name__} after epoch "
+                                             f"{entry['epoch']}")
+
+            record = experiment.run(config, self.results_path, progress=False, run_id=run_id, on_epoch=report)
+        except Exception as err:  # `from None`: Optuna logs the traceback, and the cause's text is not redacted
+            raise self._fail(trial, f"{type(err).__name__}: {err}") from None
+        if record["status"] == "pruned":
+            _set(trial, "score", record["final_score"])
+            raise optuna.TrialPruned(record["error"])
+        if record["status"] != "ok":
+            raise self._fail(trial, f"{record['status']}: {record['error']}")
+        score = record["final_score"] if self.setup.epoch_score == "last" else record["best_score"]
+        if score is None:
+            raise self._fail(trial, "the run recorded no score (its evaluation suite scored no item)")
+        _set(trial, "score", score)
+        return self.value(score, config)
 
 
-# --- storage, study, running -------------------------------------------------------------------------------
+# --- storage, study, running --------------------------------------------------------------------------------
 
 def default_url(run_dir: str | Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'optuna.sqlite3'}"
@@ -219,8 +228,6 @@ def default_url(run_dir: str | Path) -> str:
 
 def _with_driver(url: str) -> str:
     # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; we ship psycopg2-binary, so name it unless psycopg exists.
-    import importlib.util
-
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
         return "postgresql+psycopg2://" + url[len("postgresql://"):]
     return url
@@ -239,7 +246,7 @@ def storage(url: str | None = None, run_dir: str | Path = ".", heartbeat_interva
     url = _with_driver(url)
     # SQLite: wait for a lock instead of failing at once; PostgreSQL: survive dropped idle connections.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                           grace_period=grace_period or 2 * heartbeat_interval,
@@ -247,38 +254,74 @@ def storage(url: str | None = None, run_dir: str | Path = ".", heartbeat_interva
 
 
 def make_sampler(kind: str, seed: int | None = None, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
-    """"random" (Task 2a) or "tpe" (Task 2b, constant liar so parallel workers spread out)."""
+    """"random" (Task 2a) or "tpe" (Tasks 2b, 4; constant liar so parallel workers spread out)."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, constant_liar=True)
-    raise ValueError(f"sampler={kind!r} (expected 'random' or 'tpe')")
+    raise ValueError(f"sampler={kind!r} (expected one of {SAMPLERS})")
 
 
-def open_study(name: str, storage: optuna.storages.BaseStorage | str, sampler: str = "random",
-               seed: int | None = 0, direction: str = "maximize", setup: dict[str, Any] | None = None,
-               baseline: dict[str, Any] | None = None, n_startup_trials: int = 10) -> optuna.Study:
-    """Create or resume a study; on creation record `setup` and enqueue the `baseline` params (once).
+def make_pruner(kind: str) -> optuna.pruners.BasePruner:
+    """"none" (every trial runs all its epochs) or "median" (MedianPruner with Optuna's defaults)."""
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        return optuna.pruners.MedianPruner()
+    raise ValueError(f"pruner={kind!r} (expected one of {PRUNERS})")
 
-    The sampler seed is offset by the number of trials already in the study, so a resumed seeded search
-    continues with new draws instead of repeating its first ones.
+
+def prepare(name: str, store: optuna.storages.BaseStorage | str, task: str, base: RunConfig, space: Any,
+            results_path: str | Path, epoch_score: str = "last", n_trials: int | None = None,
+            sampler: str | None = None, seed: int | None = 0, n_startup_trials: int = 10,
+            floor: float | str | None = None, pruner: str = "none") -> tuple[optuna.Study, Objective]:
+    """Open (or create) a study of any task and its objective; an existing study's recorded setup wins.
+
+    `space`: the task's space dataclass (or a dict of its fields). `floor`: a number, "untrained" (the base's
+    untrained score, computed only when the study is created), or None for the task's default. The sampler seed
+    is offset by the number of trials already in the study, so a resumed seeded search draws new points.
     """
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    definition = studies.get(task)
+    if isinstance(space, dict):
+        space = definition.space.from_dict(space)
+    space = definition.fit(base, space)
+    if epoch_score == "best" or pruner != "none":  # the best epoch, and pruning, need every epoch evaluated
+        base = base.replace(**{"eval.every_epoch": True})
+    floor = definition.default_floor if floor is None else floor
+    requested = Setup(task, base, space, epoch_score, 0.0 if floor == "untrained" else floor,
+                      sampler or definition.sampler, pruner, str(Path(results_path).resolve()))
+
+    study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True)
+    if "setup" not in study.user_attrs:
+        if floor == "untrained":
+            requested = dataclasses.replace(requested, floor=untrained_score(base, results_path))
+        _set(study, "setup", requested.to_dict())
+    recorded = study.user_attrs["setup"]
+    diffs = differences(recorded, json.loads(json.dumps(redact(requested.to_dict()))),
+                        ignore=("results",) + (("floor",) if floor == "untrained" else ()))
+    if diffs:
+        print(f"sciknow.sweep: study {name!r} exists; its recorded setup wins over this call's "
+              f"({len(diffs)} difference(s)): " + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else ""))
+    setup = Setup.from_dict(recorded)
+    definition = studies.get(setup.task)
+    if diffs:  # check the recorded base on this machine too (its knowledge set or dataset must be here)
+        definition.fit(setup.base, setup.space)
+
     n_existing = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(sampler, None if seed is None else seed + n_existing, n_startup_trials)
-    if setup is not None and "setup" not in study.user_attrs:
-        study.set_user_attr("setup", setup)
-    if baseline is not None and not study.user_attrs.get("baseline_enqueued"):
-        study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
-        study.set_user_attr("baseline_enqueued", True)
-    return study
+    study.sampler = make_sampler(setup.sampler, None if seed is None else seed + n_existing, n_startup_trials)
+    study.pruner = make_pruner(setup.pruner)
+    if not study.user_attrs.get("baseline_enqueued"):
+        study.enqueue_trial(definition.baseline(setup.base, setup.space), user_attrs={"baseline": True},
+                            skip_if_exists=True)
+        _set(study, "baseline_enqueued", True)
+    return study, Objective(setup, results_path, n_trials)
 
 
 def counted(trial: FrozenTrial) -> bool:
-    """Does the trial count towards n_trials? Complete, pruned, or failed *by the objective* (it has a reason).
+    """Does the trial count towards n_trials? Complete, pruned, or failed by the objective (it has a reason).
 
-    Failed without a reason means its worker died (heartbeat) or it was a surplus trial: it was retried or
-    never run, so it does not count.
+    Failed without a reason means its worker died (heartbeat: its retry counts instead) or it was a surplus
+    trial that never ran.
     """
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
         trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs)
@@ -294,65 +337,113 @@ def _is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     return sum(counted(t) or t.state == TrialState.RUNNING for t in earlier) >= n_trials
 
 
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-               timeout_s: float | None = None, poll_s: float = 2.0) -> optuna.Study:
+def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout_s: float | None = None,
+               poll_s: float = 2.0, max_failures: int | None = MAX_CONSECUTIVE_FAILURES) -> optuna.Study:
     """Run trials until the study holds `n_trials` counted trials (resuming never redoes finished ones).
 
     While other workers' trials are still running and would complete the count, wait for them: they either
     finish or go stale (dead worker) and get retried, in which case this worker runs the retry.
     `timeout_s`: start no new trial after this many seconds (a time budget; re-running resumes).
+    `max_failures`: raise `SweepStopped` once this many of this worker's trials failed in a row (None: never).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.monotonic()
+    failures: list[str] = []  # this worker's failures since its last complete or pruned trial
+
+    def watch(_: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+            failures.append(trial.user_attrs.get("fail_reason", "failed without a reason"))
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            failures.clear()
+
     while (done := n_counted(study)) < n_trials:
+        if max_failures and len(failures) >= max_failures:
+            raise SweepStopped(f"study {study.study_name!r}: {len(failures)} trials in a row failed, stopping "
+                               f"({done}/{n_trials} trials done); the last: {failures[-1]}")
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             print(f"sciknow.sweep: time budget of {timeout_s:.0f} s used; {done}/{n_trials} trials done")
             break
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if done + len(running) >= n_trials:
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + WAITING retry
+            with warnings.catch_warnings():  # "experimental", like the heartbeats it serves
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + WAITING retry
             time.sleep(poll_s)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[watch])
     return study
 
 
-# --- analysis ---------------------------------------------------------------------------------------------
+# --- analysis -----------------------------------------------------------------------------------------------
 
-LOG_COLUMNS = ("n_irrelevant", "lora_r", "lora_alpha", "lr", "total_texts")
-# Trial user attrs copied into the trials frame when a trial has them (Task 4 adds text counts).
-ATTR_COLUMNS = ("run_id", "wall_s", "fail_reason", "baseline", "forced_content", "forced_layer_group", "forced_text",
-                "total_texts", "n_instruction_texts")
+def _distributions(study: optuna.Study) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Every parameter's distribution, in the order the trials first suggested them."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            out.setdefault(name, dist)
+    return out
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value, score, any further metrics (Task 4: mc, mmlu, judge), params
-    (bools as 0/1), log10 of log-scale params, and n_contents / n_layer_groups as actually trained (after the
-    at-least-one rules)."""
+def _param_columns(name: str, dist: optuna.distributions.BaseDistribution) -> list[str]:
+    if isinstance(dist, CategoricalDistribution):
+        if all(isinstance(c, bool) for c in dist.choices):
+            return [name]  # True/False as 1/0
+        return [f"{name}_{c}" for c in dist.choices[1:]]  # one 0/1 column per choice but the first
+    return [f"log10_{name}" if getattr(dist, "log", False) else name]
+
+
+def param_columns(study: optuna.Study) -> list[str]:
+    """The study's parameters as numeric trials-frame columns: booleans as 0/1, other choices as 0/1 indicator
+    columns ("adapters_all"), log-scale parameters as their log10 ("log10_lr")."""
+    return [c for name, dist in _distributions(study).items() for c in _param_columns(name, dist)]
+
+
+def _records_by_run(path: str | Path) -> dict[str, dict[str, Any]]:
+    return {r["run_id"]: r for r in results.read(path) if "run_id" in r}  # a re-run id: its last record
+
+
+def trials_frame(study: optuna.Study, results_path: str | Path | None = None) -> pd.DataFrame:
+    """One row per trial: number, state, value, score, params (bools as 0/1, indicator and log10 columns as in
+    `param_columns`), run_id, worker, fail_reason, baseline, duration_s; joined by run id with the run's record
+    in results.jsonl (default: the path recorded with the study): status, wall_s, n_texts, the final epoch's
+    metrics (Task 4: rouge2, mc, mmlu, judge) and the study's config-derived columns (Task 2: n_contents,
+    n_layer_groups; Task 4: total_texts, n_instruction_texts; forced_* when a fallback was forced)."""
+    setup = study.user_attrs.get("setup", {})
+    definition = studies.get(setup["task"]) if "task" in setup else None
+    path = results_path or setup.get("results")
+    records = _records_by_run(path) if path else {}
+    dists = _distributions(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": t.value,
                                "score": t.user_attrs.get("score")}
-        row |= t.user_attrs.get("metrics") or {}
-        row |= {k: int(v) if isinstance(v, bool) else v for k, v in t.params.items()}
-        config = t.user_attrs.get("config")
-        if config:
-            row["n_contents"] = len(config["data"]["contents"])
-            row["n_layer_groups"] = len(config["train"]["layer_groups"])
-        row |= {k: t.user_attrs[k] for k in ATTR_COLUMNS if k in t.user_attrs}
+        for name, value in t.params.items():
+            dist = dists[name]
+            if isinstance(dist, CategoricalDistribution) and not isinstance(value, bool):
+                row[name] = value
+                row |= {f"{name}_{c}": int(value == c) for c in dist.choices[1:]}
+            else:
+                row[name] = int(value) if isinstance(value, bool) else value
+                if getattr(dist, "log", False):
+                    row[f"log10_{name}"] = math.log10(value)
+        row |= {k: t.user_attrs[k] for k in ("run_id", "worker", "fail_reason", "baseline") if k in t.user_attrs}
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
+        record = records.get(t.user_attrs.get("run_id", ""))
+        if record is not None:
+            row |= {"status": record.get("status"), "wall_s": record.get("wall_s"), "n_texts": record.get("n_texts")}
+            row |= record.get("final_metrics") or {}
+            if definition is not None:
+                row |= definition.columns(record["config"])
         rows.append(row)
     df = pd.DataFrame(rows)
-    for col in LOG_COLUMNS:
-        if col in df:
-            df[f"log10_{col}"] = np.log10(df[col].astype(float))
+    columns = ["number", "state", "value", "score", "status", "wall_s", "n_texts"]
+    if definition is not None:  # the study's columns, named by applying its column function to the base
+        columns += list(definition.metrics) + list(definition.columns(setup["base"]))
+    for col in columns + param_columns(study):  # present even when no trial got that far
+        if col not in df:
+            df[col] = np.nan
     return df
-
-
-def param_columns(df: pd.DataFrame) -> list[str]:
-    """The parameter columns of a trials frame, log-scale ones as their log10."""
-    cols = [c for c in df.columns if c.startswith(("content_", "layer_"))]
-    return cols + [f"log10_{c}" if c in LOG_COLUMNS else c for c in (*LOG_COLUMNS, "epochs") if c in df]
 
 
 def correlations(df: pd.DataFrame, columns: list[str], target: str = "score") -> pd.Series:
@@ -366,48 +457,30 @@ def correlations(df: pd.DataFrame, columns: list[str], target: str = "score") ->
     return pd.Series(out, name=f"r({target})")
 
 
-def resolve_knowledge_set(name: str) -> str:
-    """"paper": the paper's polymer set (C1..C12) when ../shared has it, else the repo's default set;
-    "default": the repo's default set; anything else: a path (relative paths against the repo root)."""
-    from .config import DEFAULT_KNOWLEDGE_SET, POLYAI_SET, REPO_ROOT
-
-    if name == "paper":
-        return str(POLYAI_SET if POLYAI_SET.exists() else DEFAULT_KNOWLEDGE_SET)
-    if name == "default":
-        return str(DEFAULT_KNOWLEDGE_SET)
-    return str(REPO_ROOT / name)  # an absolute `name` stays as it is
+def best_record(study: optuna.Study, results_path: str | Path | None = None) -> dict[str, Any]:
+    """The results.jsonl record of the best complete trial."""
+    path = results_path or study.user_attrs["setup"]["results"]
+    run_id = study.best_trial.user_attrs["run_id"]
+    record = _records_by_run(path).get(run_id)
+    if record is None:
+        raise KeyError(f"{path}: no record of run {run_id!r} (the best trial); pass the results file it wrote to")
+    return record
 
 
-def best_config(study: optuna.Study) -> RunConfig:
+def best_config(study: optuna.Study, results_path: str | Path | None = None) -> RunConfig:
     """The RunConfig of the best complete trial, ready to re-run with `experiment.run`."""
-    return RunConfig.from_dict(study.best_trial.user_attrs["config"])
+    return RunConfig.from_record(best_record(study, results_path))
 
 
-# --- command line -----------------------------------------------------------------------------------------
+# --- command line -------------------------------------------------------------------------------------------
 
-def setup_dict(task: str, base: RunConfig, space: SearchSpace, epoch_score: str, results: str,
-               floor: float = 0.0) -> dict[str, Any]:
-    return {"task": task, "base": base.to_dict(), "space": space.to_dict(), "epoch_score": epoch_score,
-            "results": results, "floor": floor}
-
-
-def prepare(name: str, store: optuna.storages.BaseStorage, task: str, base: RunConfig, space: SearchSpace,
-            results_path: str | Path, epoch_score: str = "last", n_trials: int | None = None,
-            sampler: str | None = None, seed: int | None = 0, n_startup_trials: int = 10, floor: float = 0.0,
-            ) -> tuple[optuna.Study, Callable[[optuna.Trial], float]]:
-    """Open (or create) a Task 2a/2b study and its objective; an existing study's recorded setup wins."""
-    space = space.capped(irrelevant_pool_size(base))
-    setup = setup_dict(task, base, space, epoch_score, str(results_path), floor)
-    study = open_study(name, store, sampler or ("random" if task == "2a" else "tpe"), seed,
-                       setup=setup, baseline=baseline_params(base, space, content_ids(base)),
-                       n_startup_trials=n_startup_trials)
-    stored = study.user_attrs["setup"]
-    if stored != setup:
-        print(f"sciknow.sweep: study {name!r} exists; using its recorded setup (task {stored['task']})")
-    base, space = RunConfig.from_dict(stored["base"]), SearchSpace.from_dict(stored["space"])
-    objective = make_objective(stored["task"], base, space, results_path, stored["epoch_score"], n_trials,
-                               stored.get("floor", 0.0))  # studies from before the floor option have none
-    return study, objective
+def _floor(text: str) -> float | str:
+    if text == "untrained":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--floor {text!r}: expected a number or 'untrained'") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -417,30 +490,52 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--storage", default=None, help="RDB URL (postgresql://... for several workers)")
     w.add_argument("--run-dir", default="runs/sweep", help="default SQLite storage and results location")
     w.add_argument("--study", required=True)
-    w.add_argument("--task", choices=TASKS, default="2b")
+    w.add_argument("--task", choices=tuple(studies.STUDIES), default="2b")
     w.add_argument("--n-trials", type=int, required=True)
     w.add_argument("--base", default=None, help="base RunConfig JSON file (a new study only)")
     w.add_argument("--model", default=None, help="override base model.name (a new study only)")
-    w.add_argument("--space", default=None, help="SearchSpace JSON, e.g. '{\"epochs\": [1, 5]}' (new study)")
+    w.add_argument("--dataset", default=None, help="task 4: dataset folder built by notebook 06 (a new study only)")
+    w.add_argument("--space", default=None, help="the task's space fields as JSON, e.g. '{\"epochs\": [1, 5]}'")
     w.add_argument("--epoch-score", choices=EPOCH_SCORES, default="last")
-    w.add_argument("--floor", type=float, default=0.0, help="Task 2b: untrained score subtracted (new study)")
+    w.add_argument("--floor", type=_floor, default=None,
+                   help="score subtracted by the 2b/4 objectives: a number or 'untrained' (default: 0 for 2a/2b, "
+                        "untrained for 4; a new study only)")
+    w.add_argument("--pruner", choices=PRUNERS, default="none", help="stop weak trials early (a new study only)")
     w.add_argument("--results", default=None, help="results JSONL (default RUN_DIR/results.jsonl)")
     w.add_argument("--seed", type=int, default=None, help="sampler seed (default random: workers differ)")
     w.add_argument("--n-startup-trials", type=int, default=10)
     w.add_argument("--heartbeat-interval", type=int, default=30)
     w.add_argument("--grace-period", type=int, default=None)
     w.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
+    w.add_argument("--max-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
+                   help="stop (exit 1) after this many trials in a row failed; 0 = never")
     args = parser.parse_args(argv)
 
-    base = RunConfig.from_dict(json.loads(Path(args.base).read_text())) if args.base else RunConfig()
-    base = base.replace(task=args.task, **({"model.name": args.model} if args.model else {}))
-    space = SearchSpace.from_dict({**SearchSpace().to_dict(), **json.loads(args.space or "{}")})
-    results_path = args.results or str(Path(args.run_dir) / "results.jsonl")
-    store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period)
-    study, objective = prepare(args.study, store, args.task, base, space, results_path, args.epoch_score,
-                               args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials,
-                               floor=args.floor)
-    run_trials(study, objective, args.n_trials, args.timeout)
+    definition = studies.get(args.task)
+    try:  # a bad setup is reported in one line, before any trial runs
+        if args.base:
+            base = RunConfig.from_dict(json.loads(Path(args.base).read_text()), where=args.base)
+            base = base.replace(**({"data.dataset": args.dataset} if args.dataset else {}))
+        else:
+            base = definition.default_base(args.dataset)
+        base = base.replace(task=args.task, **({"model.name": args.model} if args.model else {}))
+        try:
+            space = definition.space.from_dict(json.loads(args.space or "{}"))
+        except json.JSONDecodeError as err:
+            raise studies.SpaceError(f"--space: invalid JSON ({err.msg} at character {err.pos})") from None
+        results_path = args.results or str(Path(args.run_dir) / "results.jsonl")
+        store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period)
+        study, objective = prepare(args.study, store, args.task, base, space, results_path, args.epoch_score,
+                                   args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials,
+                                   floor=args.floor, pruner=args.pruner)
+    except (ValueError, OSError) as err:
+        print(f"sciknow.sweep: {redact(str(err))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        run_trials(study, objective, args.n_trials, args.timeout, max_failures=args.max_failures)
+    except SweepStopped as err:
+        print(f"sciknow.sweep: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"study {args.study}: {n_counted(study)} trials counted")
 
 

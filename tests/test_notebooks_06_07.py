@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 
 papermill = pytest.importorskip("papermill")
 
-from sciknow import paperqa  # noqa: E402
+from sciknow import build_paper_datasets  # noqa: E402
 from sciknow.generate import CallableTranslator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ class FakeQABackend:
 def test_notebook_07_sweep_resumes(tmp_path):
     files = sorted(PLOS.glob("*.xml"))[:12]
     data = tmp_path / "ds"
-    paperqa.build_datasets(files, data, sizes={"target": 2, "irrelevant-1": 2, "irrelevant-2": 2},
+    build_paper_datasets.build_datasets(files, data, sizes={"target": 2, "irrelevant-1": 2, "irrelevant-2": 2},
                            backend=FakeQABackend(), translator=CallableTranslator(lambda t, lang: list(t)),
                            languages=["es"], max_qa_passages=3, mmlu_test_size=8, progress=False)
     out = tmp_path / "sweep"
@@ -75,8 +76,21 @@ def test_notebook_07_sweep_resumes(tmp_path):
         assert (out / fig).exists()
     runs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(runs) == 3  # untrained + 2 trials
-    # re-running resumes: no new runs (the untrained run and both trials are already recorded)
+    study = optuna.load_study(study_name="task4", storage=f"sqlite:///{out / 'optuna.sqlite3'}")
+    assert study.trials[0].user_attrs["baseline"] is True and study.user_attrs["setup"]["task"] == "4"
+    # Re-running with other search parameters resumes through the one prepare: the recorded setup wins (with a
+    # message) and no new run is made (the untrained run and both trials are already recorded).
     papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(tmp_path / "07b.ipynb"),
-                               cwd=str(REPO / "notebooks"), parameters=params, progress_bar=False,
-                               kernel_name="python3")
+                               cwd=str(REPO / "notebooks"), parameters={**params, "epochs": [1, 2]},
+                               progress_bar=False, kernel_name="python3")
+    assert "recorded setup wins" in outputs(tmp_path / "07b.ipynb")
+    assert "space.epochs: recorded [1, 1], requested [1, 2]" in outputs(tmp_path / "07b.ipynb")
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_notebook_07_before_06_says_so(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="no built dataset here; run notebook 06 first"):
+        papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(tmp_path / "07.ipynb"),
+                                   cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3",
+                                   parameters={"model": "tiny-llama", "dataset": str(tmp_path / "none"),
+                                               "out_dir": str(tmp_path / "sweep")})

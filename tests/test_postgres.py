@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from sciknow import sweep
 from sciknow.config import REPO_ROOT
-from test_sweep import TINY_SPACE, tiny_base
+from test_sweep import TRIAL_ATTRS, tiny_base, tiny_space
 
 pytestmark = pytest.mark.postgres
 SCRIPT = REPO_ROOT / "scripts" / "start_postgres.sh"
@@ -56,8 +56,7 @@ def test_two_workers_share_one_study(postgres_url, tmp_path):
     n_trials = 5
     # Create the study once (records the setup, enqueues the baseline), then start two workers on it.
     store = sweep.storage(postgres_url, heartbeat_interval=2)
-    sweep.prepare(name, store, "2b", tiny_base(), sweep.SearchSpace.from_dict(
-        {**sweep.SearchSpace().to_dict(), **TINY_SPACE}), tmp_path / "results.jsonl", n_trials=n_trials)
+    sweep.prepare(name, store, "2b", tiny_base(), tiny_space(), tmp_path / "results.jsonl", n_trials=n_trials)
     command = [sys.executable, "-m", "sciknow.sweep", "worker", "--storage", postgres_url, "--study", name,
                "--task", "2b", "--n-trials", str(n_trials), "--run-dir", str(tmp_path), "--heartbeat-interval", "2"]
     workers = [subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,4 +76,6 @@ def test_two_workers_share_one_study(postgres_url, tmp_path):
     assert len(params) == len(set(params)), "two workers ran the same configuration"
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
     assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers should have run trials"
-    assert len(sweep.trials_frame(study)) == len(trials)
+    assert all(set(t.user_attrs) <= TRIAL_ATTRS for t in trials)  # the run's record is in results.jsonl
+    frame = sweep.trials_frame(study)
+    assert len(frame) == len(trials) and (frame[frame.state == "COMPLETE"].status == "ok").all()
