@@ -13,15 +13,20 @@ every epoch, so a run yields its score at every step count it passes. With `epoc
                          paper's HF Trainer did): does the order of the texts matter?
     translations         the original plus its three Apertium translations (es, ca, it), E epochs
 
-`matched` lists which (condition, epoch) pairs share a step count, so paired differences compare them.
+`at_matched_steps` picks the (condition, epoch) pairs that share a step count, for paired differences.
+`choose_documents` turns a notebook's `documents` parameter into the runs of each condition.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
+from . import experiment
+from .config import SUITE_DIR, RunConfig
+from .data import KnowledgeSet, load_knowledge_set, load_suite
 
 STYLE_CONTENTS = ("C1", "C2", "C3", "C4", "C5")  # original, qa, article, interview, textbook
 TRANSLATION_CONTENTS = ("C1", "C6", "C7", "C8")  # original + es, ca, it
@@ -84,3 +89,37 @@ def spread_documents(ksets: Sequence, n: int) -> list[str]:
     order = [names[i] for i in range(max(map(len, by_field.values())))
              for _, names in sorted(by_field.items()) if i < len(names)]
     return order[:n]
+
+
+@dataclass(frozen=True)
+class Documents:
+    """What a notebook's `documents` parameter chose: the one knowledge-set file, or suite documents."""
+
+    knowledge_set: str  # DataSpec.knowledge_set of every run: the file, or the suite folder
+    names: list[str]  # the suite documents, each trained on its own model ([] = the one file)
+    ksets: list[KnowledgeSet]
+
+    def order(self, styles: Sequence[str]) -> list[str]:
+        """The content ids of `styles`, the same in every document (or an error naming the parameter)."""
+        order = self.ksets[0].ids_by_style(list(styles))
+        if any(k.ids_by_style(list(styles)) != order for k in self.ksets):
+            raise ValueError(f"content_styles={list(styles)}: the documents number their contents differently")
+        return order
+
+    def runs(self, condition: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
+        """One run per document (each on its own model) and seed; the seed sets the data order."""
+        if self.names:
+            return experiment.replicate(condition, self.names, seeds)
+        return [condition.replace(**{"train.seed": s, "data.irrelevant_seed": s}) for s in seeds]
+
+
+def choose_documents(documents: int | list[str], knowledge_set: str | Path, suite: str | Path = SUITE_DIR
+                     ) -> Documents:
+    """A notebook's `documents` parameter: [] = the `knowledge_set` file; n = n suite documents spread over
+    fields (`spread_documents`); a list = those suite documents (an unknown name fails, with the nearest one)."""
+    if documents == []:
+        kset = load_knowledge_set(knowledge_set)
+        return Documents(kset.path, [], [kset])
+    chosen = load_suite(suite, documents if isinstance(documents, list) else ())
+    names = documents if isinstance(documents, list) else spread_documents(chosen, documents)
+    return Documents(str(suite), list(names), [k for k in chosen if k.name in names])

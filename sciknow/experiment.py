@@ -191,19 +191,24 @@ def _finish(record: dict[str, Any], start: float, results_path: str | Path | Non
 
 
 def run_many(configs: Iterable[RunConfig], results_path: str | Path, progress: bool = True) -> list[dict]:
-    """Run configs one after another, skipping those already finished in `results_path` (resumable)."""
+    """Run configs one after another, skipping those already finished in `results_path` (resumable).
+
+    With `progress`, a line per finished run (status, score, time, an ETA from the runs so far) is printed, so a
+    terminal running the notebook headless shows where it is, not only a bar."""
     configs = list(configs)
     done = finished_ids(results_path)
+    todo = [c for c in configs if config_id(c) not in done]
+    if progress and len(todo) < len(configs):
+        print(f"{len(configs) - len(todo)} of {len(configs)} runs already in {results_path}: skipped")
     records = []
-    bar = tqdm(configs, desc="runs", disable=not progress)
-    for config in bar:
-        if config_id(config) in done:
-            continue
+    start = time.perf_counter()
+    for i, config in enumerate(tqdm(todo, desc="runs", disable=not progress), start=1):
         record = run(config, results_path, progress=progress)
         records.append(record)
-        if progress:  # one line per finished run, with its score: a terminal shows progress, not only a bar
-            bar.write(f"run {record['run_id']} {record['status']}: final score {record['final_score']} "
-                      f"({record['wall_s']:.0f} s) {config.tags or ''}")
+        if progress:
+            eta = (time.perf_counter() - start) / i * (len(todo) - i)
+            tqdm.write(f"run {i}/{len(todo)} {record['status']}: final score {record['final_score']} "
+                       f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {config.tags or ''}")
     return records
 
 

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p runs/01_task1a
-.venv/bin/papermill notebooks/01_task1a_full_training.ipynb runs/01_task1a/01_task1a_full_training.ipynb \
-  --cwd notebooks -k sciknow "$@"
+# --log-output streams the notebook's printed lines (one per finished run, with its score and an ETA) to this
+# terminal; the widget progress bars are for JupyterLab, so they are off here.
+TQDM_DISABLE=1 .venv/bin/papermill notebooks/01_task1a_full_training.ipynb \
+  runs/01_task1a/01_task1a_full_training.ipynb --cwd notebooks -k sciknow --log-output "$@"
 echo "main.sh: results in runs/01_task1a/ (table_1a.csv, fig1a.png, results.jsonl, executed notebook)"

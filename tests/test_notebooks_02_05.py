@@ -40,7 +40,9 @@ def assert_scores(values) -> None:
 @pytest.mark.timeout(600)
 def test_notebook_02_task1b_smoke(tmp_path):
     out = tmp_path / "out02"
-    execute("02_task1b_irrelevant_texts.ipynb", tmp_path, model="tiny-llama", out_dir=str(out), **SMOKE)
+    # A list parameter as text, as papermill's `-p n_irrelevant '[0, 2]'` passes it.
+    parameters = {**SMOKE, "n_irrelevant": "[0, 2]"}
+    execute("02_task1b_irrelevant_texts.ipynb", tmp_path, model="tiny-llama", out_dir=str(out), **parameters)
     table = pd.read_csv(out / "table_1b.csv", index_col=0)
     assert list(table.index) == [1]  # one row per number of contents
     assert list(table.columns) == ["untrained", "0", "2"]  # the baseline, then one column per N
@@ -52,7 +54,7 @@ def test_notebook_02_task1b_smoke(tmp_path):
     assert all(r["config"]["train"]["max_length"] == 64 for r in runs)
     assert (out / "fig1b.png").stat().st_size > 10_000
     # Re-running resumes: nothing is trained twice.
-    execute("02_task1b_irrelevant_texts.ipynb", tmp_path, model="tiny-llama", out_dir=str(out), **SMOKE)
+    execute("02_task1b_irrelevant_texts.ipynb", tmp_path, model="tiny-llama", out_dir=str(out), **parameters)
     assert len(records(out / "results.jsonl")) == 3
 
 
