@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from . import models, results
 from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
 from .data import load_sets, training_texts
+from .suites import make_suite
 from .train import Diverged, EpochStats, train
 
 
@@ -119,10 +120,21 @@ class Evaluation:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.ksets = None if config.data.dataset else load_sets(config.data)  # file errors before a model loads
+        e, d = config.eval, config.data
+        # Files, questions and the retrieval index are read here: their errors come before a model loads.
+        self.ksets = None if d.dataset else load_sets(d)
         self.index = None
+        if e.book != "closed":
+            from . import retrieval
+
+            # Distractors come from data.irrelevant_source when it is a JATS folder, else the shared PLOS corpus.
+            source = None if d.irrelevant_source == "knowledge_set" else d.irrelevant_source
+            passages = retrieval.passages_from_suite(self.ksets)
+            if e.retrieval_distractors:
+                passages += retrieval.distractor_passages(e.retrieval_distractors, d.irrelevant_seed, source)
+            self.index = retrieval.build_index(passages)
+        self.suite = make_suite(config, self.ksets, self.index)
         self.probes = None
-        self.suite = None
 
     def training_texts(self) -> list[str]:
         d = self.config.data
@@ -133,20 +145,8 @@ class Evaluation:
         return training_texts(d, self.ksets)
 
     def prepare(self, model, tokenizer) -> dict[str, float]:
-        """Build what evaluation needs before training; return the untrained model's probe metrics."""
-        from .suites import make_suite
-
-        e, d = self.config.eval, self.config.data
-        if e.book != "closed":
-            from . import retrieval
-
-            # Distractors come from data.irrelevant_source when it is a JATS folder, else the shared PLOS corpus.
-            source = None if d.irrelevant_source == "knowledge_set" else d.irrelevant_source
-            passages = retrieval.passages_from_suite(self.ksets)
-            if e.retrieval_distractors:
-                passages += retrieval.distractor_passages(e.retrieval_distractors, d.irrelevant_seed, source)
-            self.index = retrieval.build_index(passages)
-        self.suite = make_suite(self.config, self.ksets, self.index)
+        """Before training: the untrained model's probe metrics (and the answers locality compares against)."""
+        e = self.config.eval
         if not e.probes:
             return {}
         from . import probes
