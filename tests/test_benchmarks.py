@@ -1,14 +1,19 @@
 """The benchmark suite runs end to end on the tiny model and its correctness checks pass: batched answers equal
 the per-question pipeline's, and sciknow's training loss curve equals the original recipe's (one HF Trainer,
-`train()` per epoch) step for step. A recipe or evaluator change that breaks either makes the run exit 1."""
+`train()` per epoch) step for step. A recipe or evaluator change that breaks either makes the run exit 1.
+The benchmarks reach sciknow through its public names only."""
 from __future__ import annotations
 
+import ast
 import csv
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+from benchmarks.common import Report, parse_args
 
 
 def test_quick_benchmark_on_tiny_model(tmp_path, shared_dir):
@@ -24,3 +29,61 @@ def test_quick_benchmark_on_tiny_model(tmp_path, shared_dir):
     assert set(losses) == {"lora: max |Δ epoch mean loss|", "full: max |Δ epoch mean loss|"}
     assert max(losses.values()) <= 1e-3
     assert (tmp_path / "bench.md").read_text().count("| eval |") >= 4
+    assert {r["section"] for r in rows} >= {"eval", "train", "sweep"}
+
+
+def sciknow_private_uses(source: str) -> list[str]:
+    """`_private` names a module takes from sciknow: imported by name, or read as an attribute of something
+    imported from sciknow (`models._current`)."""
+    tree = ast.parse(source)
+    from_sciknow, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sciknow":
+            for alias in node.names:
+                from_sciknow.add(alias.asname or alias.name)
+                if alias.name.startswith("_"):
+                    found.append(f"{node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            from_sciknow |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith("sciknow")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and isinstance(node.value, ast.Name)
+                and node.value.id in from_sciknow):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_private_name_finder_finds_them():
+    assert sciknow_private_uses("from sciknow import models\nmodels._current = None\n") == ["models._current"]
+    assert sciknow_private_uses("from sciknow.models import _package_dir\n") == ["sciknow.models._package_dir"]
+    assert sciknow_private_uses("import sciknow.models\nsciknow._x\n") == ["sciknow._x"]
+    assert sciknow_private_uses("from transformers import Trainer\nTrainer._get_train_sampler\n") == []
+
+
+def test_benchmarks_use_only_public_sciknow_names():
+    modules = sorted((REPO / "benchmarks").glob("*.py"))
+    assert len(modules) >= 8
+    found = {p.name: uses for p in modules if (uses := sciknow_private_uses(p.read_text()))}
+    assert not found, found
+
+
+def test_presets_fill_only_the_sizes_not_given():
+    args = parse_args(["--quick", "--max-new-tokens", "7", "--mmlu-repeats", "2"])
+    assert (args.max_new_tokens, args.mmlu_repeats, args.n_mmlu, args.train_texts) == (7, 2, 16, 4)
+    assert parse_args(["--standard"]).n_mmlu == 50 and parse_args([]).train_texts == 42
+
+
+def test_unknown_section_is_refused_by_name():
+    from benchmarks.run import main
+
+    with pytest.raises(SystemExit, match="bogus"):
+        main(["--only", "eval,bogus"])
+
+
+def test_a_failed_check_reaches_the_report(tmp_path):
+    report = Report()
+    assert report.check(True, "fine") == "yes" and report.failures == []
+    report.row("eval", "x: identical answers", 0.5, None, "fraction", met=report.check(False, "eval x: only 50%"))
+    report.write(parse_args(["--quick"]), 0.0, tmp_path)
+    assert report.failures == ["eval x: only 50%"]
+    assert "## FAILED checks\n\n- eval x: only 50%" in (tmp_path / "bench.md").read_text()
+    assert list(csv.DictReader(open(tmp_path / "bench.csv")))[0]["met"] == "NO"
