@@ -203,6 +203,8 @@ def run_many(configs: Iterable[RunConfig], results_path: str | Path, progress: b
     records = []
     start = time.perf_counter()
     for i, config in enumerate(tqdm(todo, desc="runs", disable=not progress), start=1):
+        if config_id(config) in finished_ids(results_path):  # another process sharing the file ran it meanwhile
+            continue
         record = run(config, results_path, progress=progress)
         records.append(record)
         if progress:
@@ -261,13 +263,17 @@ def question_scores(configs: Iterable[RunConfig], results_path: str | Path):
 
 
 def epochs_for(configs: Iterable[RunConfig], results_path: str | Path):
-    """The per-epoch results table restricted to these configs (a results file may hold other runs too)."""
+    """The per-epoch results table restricted to these configs (a results file may hold other runs too). A config
+    recorded more than once (two processes that ran it at the same time) counts once: its last finished run."""
     ids = {config_id(c) for c in configs}
     table = results.epochs_table(results_path)
     if not len(table):
         return table
-    current = {r["run_id"]: recorded_config_id(r) for r in results.read(results_path)}
-    return table[table["run_id"].map(current).isin(ids)].reset_index(drop=True)
+    last: dict[str, str] = {}  # config id -> run id of its last finished run
+    for record in results.finished(results_path):
+        if (cid := recorded_config_id(record)) in ids:
+            last[cid] = record["run_id"]
+    return table[table["run_id"].isin(set(last.values()))].reset_index(drop=True)
 
 
 def _run_with_deepspeed_launcher(config: RunConfig, results_path: str | Path | None,

@@ -126,3 +126,14 @@ def test_open_book_and_probes_are_recorded_per_epoch_and_read_back(tmp_path):
     table = results.epochs_table(path)
     assert {"open_score", "recall_at_k", "perplexity", "locality", "before.perplexity"} <= set(table.columns)
     assert table["before.perplexity"].iloc[0] > 1.0
+
+
+def test_a_config_recorded_twice_counts_once(tmp_path):
+    """Two processes sharing a results file may both run one config: tables keep its last finished run."""
+    path = tmp_path / "results.jsonl"
+    config = tiny_config(**{"train.epochs": 0})
+    first = experiment.run(config, path, progress=False)
+    second = experiment.run(config, path, progress=False)
+    table = experiment.epochs_for([config], path)
+    assert list(table["run_id"]) == [second["run_id"]] != [first["run_id"]]
+    assert experiment.run_many([config], path, progress=False) == []  # finished: nothing to do
