@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -49,8 +50,20 @@ def _gemma3_gguf() -> tuple[Path, str]:
     return path.parent, path.name
 
 
-# name -> function returning (folder, gguf file name) of the packaged GGUF
-GGUF_MODELS = {"smollm2-135m-instruct": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
+def _writer_gguf(name: str) -> tuple[Path, str]:
+    from . import writers  # the chunked writer models (not installed by the main setup)
+
+    path = writers.assemble(writers.WRITERS[name], cache_dir() / "gguf")
+    return path.parent, path.name
+
+
+# name -> function returning (folder, gguf file name) of the packaged GGUF. The Qwen2.5-Coder writers
+# (Apache-2.0) are installed on demand: `bash scripts/setup.sh --writers` (see sciknow.writers).
+GGUF_MODELS = {
+    "smollm2-135m-instruct": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
+    "qwen2.5-coder-0.5b-instruct": partial(_writer_gguf, "qwen2.5-coder-0.5b-instruct"),
+    "qwen2.5-coder-1.5b-instruct": partial(_writer_gguf, "qwen2.5-coder-1.5b-instruct"),
+}
 TINY_MODEL = "tiny-llama"  # random 2-layer Llama with SmolLM2's tokenizer: for tests and smoke runs
 
 
@@ -177,6 +190,13 @@ def get(spec: ModelSpec) -> LoadedModel:
         _current = None  # free the old model before loading the next one
         _current = load(spec)
     return _current
+
+
+def forget() -> None:
+    """Drop the model `get` keeps, so the next `get` loads it afresh (to time a first load, or to free its memory).
+    A `LoadedModel` handed out before stays usable by whoever holds it."""
+    global _current
+    _current = None
 
 
 def lora_target_modules(model: torch.nn.Module, groups: list[str]) -> list[str]:
