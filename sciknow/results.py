@@ -110,12 +110,9 @@ FINISHED = ("ok", "diverged", "pruned")
 
 
 def finished(path: str | Path) -> list[dict[str, Any]]:
-    """Records of runs that completed (ok or diverged), in file order: a resumed sweep skips their configs."""
+    """Records of runs that finished (`FINISHED`), in file order: a resumed job skips their configs
+    (`experiment.finished_ids` compares them under today's config schema)."""
     return [r for r in read(path) if r.get("status") in FINISHED]
-
-
-def finished_config_ids(path: str | Path) -> set[str]:
-    return {r["config_id"] for r in finished(path) if "config_id" in r}
 
 
 def clean_float(x: float) -> float | None:

@@ -86,7 +86,7 @@ GOOD = {"run_id": "r1", "config_id": "c1", "task": "t", "status": "ok", "config"
 def test_unusable_lines_are_skipped_with_a_warning(tmp_path, bad_line, message):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + bad_line + "\n" + json.dumps({**GOOD, "run_id": "r3"}) + "\n")
-    readers = (results.read, results.finished, results.finished_config_ids, results.runs_table,
+    readers = (results.read, results.finished, results.runs_table,
                results.epochs_table, results.predictions_table)
     for reader in readers:
         with warnings.catch_warnings(record=True) as caught:
@@ -98,7 +98,7 @@ def test_unusable_lines_are_skipped_with_a_warning(tmp_path, bad_line, message):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert list(results.runs_table(path)["run_id"]) == expected
-        assert results.finished_config_ids(path) == {"c1"}
+        assert {r["config_id"] for r in results.finished(path)} == {"c1"}
         assert len(results.predictions_table(path)) == 2  # r2's epochs are null, or r2 is skipped
 
 
