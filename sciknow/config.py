@@ -20,6 +20,7 @@ import difflib
 import json
 import math
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,7 +265,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in args)
     if hint is type(None):
         return value is None
@@ -317,7 +318,7 @@ def _range_problems(config: RunConfig) -> list[str]:
     choice("eval.prompt_style", e.prompt_style, PROMPT_STYLES)
     choice("eval.suite", e.suite, SUITES)
     choice("eval.book", e.book, BOOKS)
-    need(not m.name.strip() == "", "model.name", m.name, "must not be empty")
+    need(bool(m.name.strip()), "model.name", m.name, "must not be empty")
     if t.method != "lora" and m.precision in ("nf4", "int8"):
         problems.append(f"model.precision={m.precision!r} needs train.method='lora' (quantized weights are frozen)")
     # training
