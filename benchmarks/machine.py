@@ -1,6 +1,6 @@
 """Section `machine`: what this CPU can do at best, the yardstick of every other section.
 
-fp32 matmul peak (a square 2048² `torch.mm`), memory bandwidth (a 256 MiB copy), all threads vs one, and batch-1
+fp32 and bf16 matmul peaks (a square 2048² `torch.mm`), memory bandwidth (a 256 MiB copy), all threads vs one, and batch-1
 decoding against the weight-streaming bound (bandwidth / parameter bytes).
 """
 from __future__ import annotations
@@ -21,6 +21,9 @@ def bench_machine(args: argparse.Namespace, report: Report, loaded: LoadedModel)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     peak = median([2 * n ** 3 / timed(torch.mm, a, b)[0] for _ in range(args.machine_repeats)])
+    a16, b16 = a.bfloat16(), b.bfloat16()  # bf16 autocast's matmuls (section `levers`)
+    a16 @ b16
+    peak16 = median([2 * n ** 3 / timed(torch.mm, a16, b16)[0] for _ in range(args.machine_repeats)])
     src = torch.empty(64 * 2 ** 20)  # 256 MiB of fp32
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -34,6 +37,8 @@ def bench_machine(args: argparse.Namespace, report: Report, loaded: LoadedModel)
             by_threads[t].append(2 * n ** 3 / timed(torch.mm, a, b)[0])
     torch.set_num_threads(threads)
     report.row("machine", "fp32 matmul 2048² peak", peak / 1e9, None, "GFLOP/s", f"median of {args.machine_repeats}")
+    report.row("machine", "bf16 matmul 2048² peak vs fp32", peak16 / 1e9, peak / 1e9, "GFLOP/s",
+               "'original' column = fp32; what bf16 autocast can gain on the matmuls")
     report.row("machine", "memory bandwidth (256 MiB copy, read+write)", bw / 1e9, None, "GB/s")
     report.row("machine", f"matmul with {os.cpu_count()} threads vs 1 thread",
                median(by_threads[os.cpu_count()]) / 1e9, median(by_threads[1]) / 1e9, "GFLOP/s",

@@ -61,7 +61,7 @@ def bench_profile(args: argparse.Namespace, report: Report, loaded: models.Loade
 
     steps = min(args.profile_steps, len(texts) - 1)
     log(f"profile: {steps} full-parameter training steps after a warm-up step")
-    spec = TrainSpec(method="full", lr=LR["full"], epochs=1, max_length=args.max_length, seed=0)
+    spec = TrainSpec(method="full", lr=LR["full"], epochs=1, max_length=args.max_length, seed=0, autocast="off")
     prof = profile(activities=[ProfilerActivity.CPU], with_flops=True)
     forwards = 0
 

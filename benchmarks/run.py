@@ -8,7 +8,7 @@ median of the repeats. Results: benchmarks/results/bench.md and bench.csv (rewri
 so a long run leaves partial results behind). Exit status 1 if a correctness check fails.
 
 Sections, one module each: machine (limits of this CPU), eval (batched evaluator vs pipeline per question),
-train (sciknow.train vs HF Trainer), optim (AdamW variants), profile (where a training step's time goes), sweep
+train (sciknow.train vs HF Trainer), levers (each throughput lever on and off), optim (AdamW variants), profile (where a training step's time goes), sweep
 (one experiment.run trial vs the original recipe's). The original recipe is in benchmarks/recipe.py.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, SECTIONS, Report, log, mmlu_items, parse_args, polyai, train_texts  # noqa: E402
 from benchmarks.eval import bench_eval  # noqa: E402
+from benchmarks.levers import bench_levers  # noqa: E402
 from benchmarks.machine import bench_decode_bound, bench_machine  # noqa: E402
 from benchmarks.optim import bench_optim  # noqa: E402
 from benchmarks.profile import bench_profile  # noqa: E402
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     texts = train_texts(args.train_texts) if sections & {"train", "profile"} else []
     if "train" in sections:
         bench_train(args, report, loaded, machine, texts, [q.question for q in k.questions])
+        report.write(args, started)
+    if "levers" in sections:
+        hf = {r["metric"].split(":")[0]: r["original"] for r in report.rows
+              if r["section"] == "train" and r["metric"].endswith("tokens/s (training steps only)")}
+        bench_levers(args, report, loaded, hf)
         report.write(args, started)
     if "optim" in sections:
         bench_optim(args, report, loaded)

@@ -49,9 +49,11 @@ def bench_train(args: argparse.Namespace, report: Report, loaded: models.LoadedM
     """Both recipes train for `train_epochs` epochs with a generation pass (the PolyAI questions) after each."""
     tok = loaded.tokenizer
     for method in ("lora", "full"):
+        # fp32 like the HF Trainer's default, so that the loss curves must agree; section `levers` measures
+        # autocast and the other levers against this loop.
         spec = TrainSpec(method=method, lr=LR[method], lr_schedule="linear_per_epoch", epochs=args.train_epochs,
                          batch_size=1, max_length=args.max_length, seed=0, lora_r=100, lora_alpha=300,
-                         layer_groups=list(PAPER_SELECTED_GROUPS))
+                         layer_groups=list(PAPER_SELECTED_GROUPS), autocast="off")
         examples = tokenize(tok, texts, spec.max_length)
         n_tokens = sum(len(e) for e in examples) * spec.epochs
         log(f"train {method}: {len(texts)} texts x {spec.epochs} epochs = {n_tokens} tokens, "

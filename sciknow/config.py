@@ -42,6 +42,10 @@ PROMPT_STYLES = ("auto", "chat", "plain")
 SUITES = ("keywords", "paper")
 BOOKS = ("closed", "open", "both")  # closed-book answers, open-book (retrieval) answers, or both
 PROBES = ("mmlu", "perplexity", "locality")  # what training costs: see sciknow/probes.py
+# Mixed precision of the training steps over fp32 weights: "off" = fp32 (default: bf16 changed the results too
+# much, README Performance); "bf16" = bf16 autocast; "auto" = bf16 autocast where the hardware has fast bf16 (a
+# GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. What a run used is in its record ("levers").
+AUTOCASTS = ("auto", "bf16", "off")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KNOWLEDGE_SET = REPO_ROOT / "data" / "knowledge" / "zephyrite.json"
@@ -50,7 +54,7 @@ SUITE_DIR = REPO_ROOT / "data" / "knowledge" / "suite"
 SHARED_DIR = Path(os.environ.get("SCIKNOW_SHARED", REPO_ROOT.parent / "shared")).resolve()
 POLYAI_SET = SHARED_DIR / "reference" / "polyai" / "polyai.json"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _speed_only(default: Any) -> Any:
@@ -101,6 +105,11 @@ class TrainSpec:
     layer_groups: list[str] = field(default_factory=lambda: list(LAYER_GROUPS))
     # DeepSpeed only: path to a ZeRO config JSON (default: configs/deepspeed_zero3_offload.json)
     deepspeed_config: str | None = None
+    # Throughput levers (sciknow/train.py; measured in benchmarks/, section `levers`). Autocast changes numerics,
+    # so it is part of a run's identity; compilation and packing compute the same loss and are not.
+    autocast: str = "off"
+    compile: bool = _speed_only(False)  # torch.compile of the model for the training steps (inductor)
+    packing: bool = _speed_only(True)  # batch_size > 1: the batch's texts in one sequence, no padding
 
 
 @dataclass(frozen=True)
@@ -231,12 +240,20 @@ def _fill(d: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+# Schema 3 added the throughput levers; runs before it trained in fp32, uncompiled, with padded batches.
+_ADDED_IN_3: dict[str, Any] = {"train.autocast": "off", "train.compile": False, "train.packing": False}
+
+
 def _migrate_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
     return _fill(_fill(d, _SCHEMA_1_LATE), _ADDED_IN_2)
 
 
+def _migrate_2_to_3(d: dict[str, Any]) -> dict[str, Any]:
+    return _fill(d, _ADDED_IN_3)
+
+
 # MIGRATIONS[v] turns a schema-v config dict into a schema-(v + 1) one.
-MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def migrate(d: dict[str, Any], version: int) -> dict[str, Any]:
@@ -315,6 +332,7 @@ def _range_problems(config: RunConfig) -> list[str]:
     choice("model.precision", m.precision, PRECISIONS)
     choice("train.method", t.method, METHODS)
     choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    choice("train.autocast", t.autocast, AUTOCASTS)
     choice("eval.prompt_style", e.prompt_style, PROMPT_STYLES)
     choice("eval.suite", e.suite, SUITES)
     choice("eval.book", e.book, BOOKS)

@@ -29,7 +29,7 @@ from . import models, results
 from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
 from .data import load_sets, training_texts
 from .suites import make_suite
-from .train import Diverged, EpochStats, train
+from .train import Diverged, EpochStats, levers, train
 
 
 class StopRun(Exception):
@@ -86,6 +86,7 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         record["n_texts"] = len(texts)
         loaded = models.get(config.model)
         with models.trainable(loaded, config.train) as model:
+            record["levers"] = levers(model, config.train)
             record["metrics_before"] = evaluation.prepare(model, loaded.tokenizer)
 
             def evaluate(stats: EpochStats) -> None:

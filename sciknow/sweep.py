@@ -21,6 +21,10 @@ the same way:
   `max_failures` trials in a row failed (default `MAX_CONSECUTIVE_FAILURES` = 5), raising `SweepStopped` with
   the last reason.
 
+Forgetting. A study may penalise what training cost: `forgetting_penalty=λ` makes a trial's value
+objective - λ x max(0, MMLU accuracy before training - after), from the run's "mmlu" probe (`sciknow.probes`;
+the base config must list "mmlu" in eval.probes). Off (λ = 0) by default, which keeps the paper's objective.
+
 "score" is the score after the last epoch by default (`epoch_score="last"`: the model you get by training that
 many epochs); `epoch_score="best"` takes the best epoch instead (optimistic: it selects on the test questions,
 and makes `epochs` an upper bound).
@@ -102,6 +106,9 @@ class Setup:
     sampler: str = "tpe"
     pruner: str = "none"
     results: str = ""  # where the creating process wrote its records (the trials frame's default)
+    # value -= forgetting_penalty x max(0, MMLU accuracy before training - after), from the run's "mmlu" probe
+    # (`forgetting`); 0 keeps the paper's objective.
+    forgetting_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         definition = studies.get(self.task)
@@ -118,13 +125,20 @@ class Setup:
         if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not math.isfinite(self.floor):
             problems.append(f"floor={self.floor!r} (expected a finite number: the untrained score is unknown, e.g. "
                             "a Task 4 dataset without held-out descriptive Q&A to score)")
+        penalty = self.forgetting_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (
+                math.isfinite(penalty) and penalty >= 0):
+            problems.append(f"forgetting_penalty={penalty!r} (expected a finite number >= 0)")
+        elif penalty and "mmlu" not in self.base.eval.probes:
+            problems.append(f"forgetting_penalty={penalty!r} needs the MMLU probe: add 'mmlu' to the base's "
+                            f"eval.probes (now {self.base.eval.probes})")
         if problems:
             raise ValueError(f"sweep setup for task {self.task}: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "base": self.base.to_dict(), "schema": SCHEMA_VERSION, "space": self.space.to_dict(),
                 "epoch_score": self.epoch_score, "floor": self.floor, "sampler": self.sampler,
-                "pruner": self.pruner, "results": self.results}
+                "pruner": self.pruner, "results": self.results, "forgetting_penalty": self.forgetting_penalty}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Setup:
@@ -134,7 +148,7 @@ class Setup:
         base = RunConfig.from_record({"config": d["base"], "schema": d.get("schema", 1)})
         return cls(d["task"], base, definition.space.from_dict(d["space"], "recorded space"),
                    d.get("epoch_score", "last"), d.get("floor", 0.0), d.get("sampler", definition.sampler),
-                   d.get("pruner", "none"), d.get("results", ""))
+                   d.get("pruner", "none"), d.get("results", ""), d.get("forgetting_penalty", 0.0))
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,6 +182,11 @@ def untrained_score(base: RunConfig, results_path: str | Path) -> float:
 
 # --- objective ----------------------------------------------------------------------------------------------
 
+def forgetting(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """How much MMLU accuracy training cost: max(0, before - after) of the "mmlu" probe (sciknow.probes)."""
+    return max(0.0, before["mmlu_acc"] - after["mmlu_acc"])
+
+
 class Objective:
     """One trial: suggest a RunConfig, run it (reporting the value after every evaluated epoch), return the
     study's value. Any error becomes a FAIL trial with its reason; a pruned run becomes a PRUNED trial."""
@@ -178,8 +197,13 @@ class Objective:
         self.results_path = Path(results_path)
         self.n_trials = n_trials
 
-    def value(self, score: float, config: RunConfig) -> float:
-        return self.definition.objective(score, config, self.setup.floor)
+    def value(self, score: float, config: RunConfig, before: dict | None = None, after: dict | None = None) -> float:
+        """The task's objective, minus the forgetting penalty when the study has one and `after` holds the MMLU
+        probe (the trial's final value; the per-epoch values reported to the pruner carry no penalty)."""
+        value = self.definition.objective(score, config, self.setup.floor)
+        if self.setup.forgetting_penalty and after and "mmlu_acc" in after:
+            value -= self.setup.forgetting_penalty * forgetting(before or {}, after)
+        return value
 
     def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
         reason = redact(reason)[:2000]
@@ -197,7 +221,7 @@ class Objective:
             experiment = _experiment()
             config = self.definition.suggest(trial, self.setup.base, self.setup.space)
 
-            def report(entry: dict[str, Any]) -> None:
+            def report(entry: dict[str, Any]) -> None:  # the pruner sees the objective without the penalty
                 if entry.get("score") is None:
                     return
                 trial.report(self.value(entry["score"], config), entry["epoch"])
@@ -217,7 +241,9 @@ class Objective:
         if score is None:
             raise self._fail(trial, "the run recorded no score (its evaluation suite scored no item)")
         _set(trial, "score", score)
-        return self.value(score, config)
+        if self.setup.forgetting_penalty:
+            _set(trial, "forgetting", forgetting(record["metrics_before"], record["final_metrics"]))
+        return self.value(score, config, record.get("metrics_before"), record.get("final_metrics"))
 
 
 # --- storage, study, running --------------------------------------------------------------------------------
@@ -274,7 +300,8 @@ def make_pruner(kind: str) -> optuna.pruners.BasePruner:
 def prepare(name: str, store: optuna.storages.BaseStorage | str, task: str, base: RunConfig, space: Any,
             results_path: str | Path, epoch_score: str = "last", n_trials: int | None = None,
             sampler: str | None = None, seed: int | None = 0, n_startup_trials: int = 10,
-            floor: float | str | None = None, pruner: str = "none") -> tuple[optuna.Study, Objective]:
+            floor: float | str | None = None, pruner: str = "none",
+            forgetting_penalty: float = 0.0) -> tuple[optuna.Study, Objective]:
     """Open (or create) a study of any task and its objective; an existing study's recorded setup wins.
 
     `space`: the task's space dataclass (or a dict of its fields). `floor`: a number, "untrained" (the base's
@@ -289,7 +316,7 @@ def prepare(name: str, store: optuna.storages.BaseStorage | str, task: str, base
         base = base.replace(**{"eval.every_epoch": True})
     floor = definition.default_floor if floor is None else floor
     requested = Setup(task, base, space, epoch_score, 0.0 if floor == "untrained" else floor,
-                      sampler or definition.sampler, pruner, str(Path(results_path).resolve()))
+                      sampler or definition.sampler, pruner, str(Path(results_path).resolve()), forgetting_penalty)
 
     study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True)
     if "setup" not in study.user_attrs:
@@ -407,7 +434,8 @@ def trials_frame(study: optuna.Study, results_path: str | Path | None = None) ->
     """One row per trial: number, state, value, score, params (bools as 0/1, indicator and log10 columns as in
     `param_columns`), run_id, worker, fail_reason, baseline, duration_s; joined by run id with the run's record
     in results.jsonl (default: the path recorded with the study): status, wall_s, n_texts, the final epoch's
-    metrics (Task 4: rouge2, mc, mmlu, judge) and the study's config-derived columns (Task 2: n_contents,
+    metrics (Task 4: rouge2, mc, mmlu, judge; with probes also mmlu_acc, perplexity, locality and their untrained
+    values before_*), `forgetting` (studies with a forgetting penalty) and the study's config-derived columns (Task 2: n_contents,
     n_layer_groups; Task 4: total_texts, n_instruction_texts; forced_* when a fallback was forced)."""
     setup = study.user_attrs.get("setup", {})
     definition = studies.get(setup["task"]) if "task" in setup else None
@@ -427,12 +455,14 @@ def trials_frame(study: optuna.Study, results_path: str | Path | None = None) ->
                 row[name] = int(value) if isinstance(value, bool) else value
                 if getattr(dist, "log", False):
                     row[f"log10_{name}"] = math.log10(value)
-        row |= {k: t.user_attrs[k] for k in ("run_id", "worker", "fail_reason", "baseline") if k in t.user_attrs}
+        row |= {k: t.user_attrs[k] for k in ("run_id", "worker", "fail_reason", "baseline", "forgetting")
+                if k in t.user_attrs}
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
         record = records.get(t.user_attrs.get("run_id", ""))
         if record is not None:
             row |= {"status": record.get("status"), "wall_s": record.get("wall_s"), "n_texts": record.get("n_texts")}
             row |= record.get("final_metrics") or {}
+            row |= {f"before_{k}": v for k, v in (record.get("metrics_before") or {}).items()}  # probes, untrained
             if definition is not None:
                 row |= definition.columns(record["config"])
         rows.append(row)
@@ -501,6 +531,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="score subtracted by the 2b/4 objectives: a number or 'untrained' (default: 0 for 2a/2b, "
                         "untrained for 4; a new study only)")
     w.add_argument("--pruner", choices=PRUNERS, default="none", help="stop weak trials early (a new study only)")
+    w.add_argument("--forgetting-penalty", type=float, default=0.0,
+                   help="subtract this x the MMLU probe's accuracy drop from each value (needs 'mmlu' in the base's "
+                        "eval.probes; a new study only; default 0 = the paper's objective)")
     w.add_argument("--results", default=None, help="results JSONL (default RUN_DIR/results.jsonl)")
     w.add_argument("--seed", type=int, default=None, help="sampler seed (default random: workers differ)")
     w.add_argument("--n-startup-trials", type=int, default=10)
@@ -527,7 +560,8 @@ def main(argv: list[str] | None = None) -> None:
         store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period)
         study, objective = prepare(args.study, store, args.task, base, space, results_path, args.epoch_score,
                                    args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials,
-                                   floor=args.floor, pruner=args.pruner)
+                                   floor=args.floor, pruner=args.pruner,
+                                   forgetting_penalty=args.forgetting_penalty)
     except (ValueError, OSError) as err:
         print(f"sciknow.sweep: {redact(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -4,6 +4,12 @@ The learning rate is constant by default, or decays linearly to 0 within each ep
 (`TrainSpec.lr_schedule`). Either way the schedule does not depend on the number of epochs, on purpose: the
 model after epoch k of a 10-epoch run is the model a k-epoch run would give, so one run with per-epoch
 evaluation yields the whole score-vs-epoch curve.
+
+Throughput levers (`TrainSpec.autocast`, `compile`, `packing`; `levers` says which a run used): bf16 autocast
+runs the matmuls in bf16 over fp32 weights, gradients and optimizer state; `torch.compile` compiles the model
+for the training steps; packing puts a batch's texts into one sequence whose positions restart at every text,
+so attention stays within each text (transformers builds the block-diagonal mask from the positions) and no
+compute goes to padding. benchmarks/ (section `levers`) measures each against its numerical check.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import DataCollatorWithFlattening, PreTrainedTokenizerBase
 
 from .config import TrainSpec
 
@@ -87,6 +93,34 @@ def collate(examples: list[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def pack(examples: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch as one sequence: texts end to end, positions restarting at each text, and no label on each text's
+    first token (as in a padded batch, where nothing predicts a row's first token). The model must be called
+    without a cache (`use_cache=False`): transformers only builds the per-text mask from the positions then."""
+    return DataCollatorWithFlattening(return_tensors="pt")([{"input_ids": e.tolist()} for e in examples])
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether this device has native bf16 matmuls: a GPU with bf16, or a CPU with AVX512-BF16 or AMX-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def levers(model: torch.nn.Module, spec: TrainSpec) -> dict[str, object]:
+    """The throughput levers a run with `spec` uses on `model` here, as stored in its record.
+
+    Autocast applies to fp32 weights only (bf16/fp16 weights already compute in low precision, quantized ones in
+    their own compute dtype) and not under DeepSpeed, whose engine owns precision."""
+    all_fp32 = all(p.dtype == torch.float32 for p in model.parameters())
+    device = next(model.parameters()).device
+    wanted = spec.autocast == "bf16" or (spec.autocast == "auto" and bf16_is_fast(device))
+    return {"autocast": "bf16" if wanted and all_fp32 and spec.method != "deepspeed" else "off",
+            "compile": spec.compile and spec.method != "deepspeed",
+            "packing": spec.packing and spec.batch_size > 1}
+
+
 def adamw(params: list[torch.nn.Parameter], spec: TrainSpec) -> torch.optim.AdamW:
     """AdamW, fused: one kernel for all parameters. On this CPU a full-parameter SmolLM2 step spent ~1.5 s in the
     default per-tensor loop; the fused step is ~5x faster (benchmarks/, section `optim`)."""
@@ -149,6 +183,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None if engine else adamw(params, spec)
     dev = engine.device if engine else next(model.parameters()).device
+    active = levers(model, spec)
+    forward = engine or (torch.compile(model, dynamic=True) if active["compile"] else model)
 
     history: list[EpochStats] = []
     steps = tokens = 0
@@ -164,9 +200,11 @@ def train(
         for i, start in enumerate(range(0, len(order), spec.batch_size)):
             for group in param_groups:
                 group["lr"] = step_lr(spec, i, n_batches)
-            batch = collate([examples[i] for i in order[start:start + spec.batch_size]], tokenizer.pad_token_id)
+            texts_in_batch = [examples[j] for j in order[start:start + spec.batch_size]]
+            batch = pack(texts_in_batch) if active["packing"] else collate(texts_in_batch, tokenizer.pad_token_id)
             batch = {k: v.to(dev) for k, v in batch.items()}
-            out = (engine or model)(**batch)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=active["autocast"] == "bf16"):
+                out = forward(**batch, use_cache=False)  # a KV cache is useless here and turns off packing's mask
             loss, vocab = out.loss, out.logits.shape[-1]
             value = loss.item()
             first_loss = value if first_loss is None else first_loss
@@ -183,7 +221,7 @@ def train(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             steps += 1
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(e) for e in texts_in_batch)
             losses.append(value)
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{value:.3f}")

@@ -19,7 +19,7 @@ from benchmarks.common import Report, parse_args
 def test_quick_benchmark_on_tiny_model(tmp_path, shared_dir):
     env = dict(os.environ, SCIKNOW_BENCH_RESULTS=str(tmp_path), OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--model", "tiny-llama",
-                          "--only", "eval,train,sweep"], cwd=REPO, env=env, capture_output=True, text=True,
+                          "--only", "eval,train,levers,sweep"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))

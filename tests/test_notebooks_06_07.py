@@ -64,7 +64,8 @@ def test_notebook_07_sweep_resumes(tmp_path):
     out = tmp_path / "sweep"
     params = {"model": "tiny-llama", "dataset": str(data), "out_dir": str(out), "n_trials": 2,
               "n_startup_trials": 2, "max_per_genre": 1, "epochs": [1, 1], "max_length": 32, "n_qa": 2,
-              "n_mc": 2, "n_mmlu": 2, "max_new_tokens": 4}
+              "n_mc": 2, "n_mmlu": 2, "max_new_tokens": 4, "n_probe_mmlu": 2, "n_probe_texts": 1,
+              "n_probe_locality": 2}
     executed = tmp_path / "07.ipynb"
     papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(executed),
                                cwd=str(REPO / "notebooks"), parameters=params, progress_bar=False,
@@ -72,6 +73,9 @@ def test_notebook_07_sweep_resumes(tmp_path):
     assert "2 complete trials of 2" in outputs(executed)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["untrained"]) >= {"rouge2", "mc", "mmlu"} and summary["best"]["total_texts"] >= 1
+    probes = {"mmlu_acc", "perplexity", "locality"}  # every trial records what it cost
+    assert probes <= set(summary["untrained"]) and probes <= set(summary["best"])
+    assert summary["untrained"]["locality"] == 1.0 and summary["best"]["perplexity"] > 1
     for fig in ("fig6.png", "figS4.png", "trials.csv", "optuna.sqlite3"):
         assert (out / fig).exists()
     runs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

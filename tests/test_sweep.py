@@ -254,6 +254,38 @@ def test_task4_trial_runs_through_the_one_stack(tmp_path, dataset):
         assert t.value == pytest.approx(expected) and row.score == row.rouge2
 
 
+@pytest.mark.skipif(len(FILES) < 14, reason="shared PLOS corpus not available")
+def test_task4_trials_record_the_probes_and_can_penalise_forgetting(tmp_path, dataset):
+    """Every Task 4 trial can carry the forgetting and locality probes; with a penalty λ its value is the paper's
+    objective - λ x max(0, MMLU before - after), the drop recorded with the trial."""
+    base = studies.paper_base(str(dataset)).replace(**{
+        "model.name": "tiny-llama", "train.max_length": 32, "train.lr": 0.05,
+        "eval.n_qa": 2, "eval.n_mc": 2, "eval.n_mmlu": 2, "eval.max_new_tokens": 2, "eval.every_epoch": False,
+        "eval.probes": ["mmlu", "perplexity", "locality"], "eval.n_probe_mmlu": 4, "eval.n_probe_texts": 1,
+        "eval.n_probe_locality": 2})
+    store = sweep.storage(None, tmp_path)
+    study, objective = sweep.prepare("p4f", store, "4", base, studies.Task4Space(epochs=(1, 1), max_per_genre=1),
+                                     tmp_path / "r.jsonl", n_trials=1, floor=0.0, forgetting_penalty=2.0)
+    assert study.user_attrs["setup"]["forgetting_penalty"] == 2.0
+    sweep.run_trials(study, objective, 1)
+    row = sweep.trials_frame(study).iloc[0]
+    assert {"mmlu_acc", "perplexity", "locality", "before_mmlu_acc", "before_perplexity"} <= set(row.index)
+    assert row.perplexity != row.before_perplexity  # measured again after training
+    assert row.forgetting == pytest.approx(max(0.0, row.before_mmlu_acc - row.mmlu_acc))
+    paper = row.score * math.log10(max(row.total_texts, 1))
+    assert row.value == pytest.approx(paper - 2.0 * row.forgetting)
+    # The arithmetic where the drop is not 0, and no penalty for a gain.
+    one_text = base.replace(**{"data.genre_counts": {"abstract-target": 1}})  # log10(1) = 0: the value is the penalty alone
+    assert objective.value(0.5, one_text, {"mmlu_acc": 0.4}, {"mmlu_acc": 0.25}) == pytest.approx(-2.0 * 0.15)
+    assert sweep.forgetting({"mmlu_acc": 0.2}, {"mmlu_acc": 0.3}) == 0.0
+    with pytest.raises(ValueError, match="forgetting_penalty=1.0 needs the MMLU probe"):
+        sweep.prepare("p4g", store, "4", base.replace(**{"eval.probes": ["perplexity"]}),
+                      studies.Task4Space(epochs=(1, 1), max_per_genre=1), tmp_path / "r.jsonl", forgetting_penalty=1.0)
+    with pytest.raises(ValueError, match="forgetting_penalty=-1"):
+        sweep.prepare("p4h", store, "4", base, studies.Task4Space(epochs=(1, 1), max_per_genre=1),
+                      tmp_path / "r.jsonl", forgetting_penalty=-1.0)
+
+
 def test_secrets_never_reach_the_study(tmp_path):
     store = sweep.storage(None, tmp_path)
     base = tiny_base().replace(tags={"db_password": "hunter2", "note": "see https://me:s3cret@example.org/x"})
