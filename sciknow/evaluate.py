@@ -51,8 +51,13 @@ def generate_answers(
     batch_size: int = 64,
     prompt_style: str = "auto",
     progress: bool = False,
+    stop_repetition: bool = False,
 ) -> list[str]:
-    """Greedy answers to `questions`, in their order."""
+    """Greedy answers to `questions`, in their order.
+
+    `stop_repetition` (for writers, not for scored answers): a row stops as soon as it ends in a loop (the same
+    n-gram again and again, `repeated_tail`) and keeps one copy of it. Greedy decoding that falls into such a loop
+    never leaves it, and would otherwise spend the whole token budget on it."""
     chat = uses_chat_template(tokenizer, prompt_style)
     # Chat templates write their own BOS; a plain prompt needs the tokenizer's (Gemma degenerates without it).
     prompts = [tokenizer(build_prompt(tokenizer, q, prompt_style), add_special_tokens=not chat).input_ids
@@ -69,13 +74,33 @@ def generate_answers(
         for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress, leave=False):
             idx = order[start:start + batch_size]
             new_tokens = greedy_decode(model, [prompts[i] for i in idx], max_new_tokens, stop_ids, pad_id,
-                                       _text_stop(tokenizer, stop_text))
+                                       _stop_test(tokenizer, stop_text, stop_repetition))
             for i, tokens in zip(idx, new_tokens):
+                if stop_repetition and (cut := repeated_tail(tokens)):
+                    tokens = tokens[:len(tokens) - cut]
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 answers[i] = (text.split(stop_text)[0] if stop_text else text).strip()
     finally:
         model.train(was_training)
     return answers
+
+
+# A greedy loop: the last tokens are REPEAT_COPIES or more copies of one n-gram of at most REPEAT_PERIOD tokens,
+# spanning at least REPEAT_MIN_SPAN tokens (so "\n\n", "..." or a table rule "|---|---|" is not a loop).
+REPEAT_PERIOD = 8
+REPEAT_COPIES = 4
+REPEAT_MIN_SPAN = 16
+
+
+def repeated_tail(tokens: Sequence[int]) -> int:
+    """How many tokens to cut so that a looping tail keeps one copy of its n-gram; 0 when `tokens` does not end
+    in a loop (REPEAT_PERIOD, REPEAT_COPIES, REPEAT_MIN_SPAN)."""
+    n = len(tokens)
+    for period in range(1, REPEAT_PERIOD + 1):
+        span = period * max(REPEAT_COPIES, -(-REPEAT_MIN_SPAN // period))
+        if n >= span and all(tokens[n - 1 - i] == tokens[n - 1 - i - period] for i in range(span - period)):
+            return span - period
+    return 0
 
 
 def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
@@ -85,6 +110,14 @@ def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured])
     return {i for i in ids if i is not None}
+
+
+def _stop_test(tokenizer: PreTrainedTokenizerBase, stop_text: str | None, stop_repetition: bool):
+    """greedy_decode's `stop`: the stop text, and with `stop_repetition` also a repeated tail (or None)."""
+    text_stop = _text_stop(tokenizer, stop_text)
+    if not stop_repetition:
+        return text_stop
+    return lambda tokens: repeated_tail(tokens) > 0 or bool(text_stop and text_stop(tokens))
 
 
 def _text_stop(tokenizer: PreTrainedTokenizerBase, stop_text: str | None):

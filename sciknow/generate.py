@@ -27,7 +27,8 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """A local Hugging Face model, generating through `sciknow.evaluate.generate_answers`."""
+    """A local Hugging Face model, generating through `sciknow.evaluate.generate_answers`; a row stuck in a greedy
+    loop stops and keeps one copy of it (`stop_repetition`)."""
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, progress: bool = False) -> None:
         self.model = model
@@ -40,7 +41,8 @@ class LocalBackend:
         from sciknow.evaluate import generate_answers
 
         return generate_answers(self.model, self.tokenizer, list(prompts), max_new_tokens=max_new_tokens,
-                                batch_size=self.batch_size, prompt_style="auto", progress=self.progress)
+                                batch_size=self.batch_size, prompt_style="auto", progress=self.progress,
+                                stop_repetition=True)
 
     def __repr__(self) -> str:  # the default would be unhelpful; a model's repr is pages long
         return f"LocalBackend(model={type(self.model).__name__}, batch_size={self.batch_size})"

@@ -262,8 +262,37 @@ def test_local_backend_answers_like_the_evaluator() -> None:
     prompts = ["Hello", "What is water?", "Hi"]
     out = LocalBackend(loaded.model, loaded.tokenizer, batch_size=2).complete(prompts, max_new_tokens=4)
     assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    # 4 tokens cannot hold a loop (16+), so the writer's stop changes nothing here
     assert out == generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=4, batch_size=3)
     assert "LocalBackend(model=LlamaForCausalLM" in repr(LocalBackend(loaded.model, loaded.tokenizer))
+
+
+def test_a_greedy_loop_is_found_and_cut_to_one_copy() -> None:
+    from sciknow.evaluate import repeated_tail
+
+    assert repeated_tail([7] * 16) == 15 and repeated_tail([1, 2] + [7] * 16) == 15
+    assert repeated_tail([9] + [1, 2] * 8) == 14  # period 2: 8 copies make the 16-token span
+    assert repeated_tail([5] + [1, 2, 3, 4] * 4) == 12 and repeated_tail(list(range(8)) * 4) == 24
+    assert repeated_tail([7] * 15) == 0  # too short a span to call a loop: "\n\n", "...", "|---|---|"
+    assert repeated_tail([1, 2] * 7) == 0 and repeated_tail([1, 2, 3, 4] * 3) == 0 and repeated_tail([]) == 0
+
+
+def test_the_local_backend_stops_a_looping_row_and_keeps_one_copy() -> None:
+    """The random tiny model loops on newlines, then on one word: the evaluator's answer runs to the budget, the
+    writer backend's stops at the loop; every other row is the same."""
+    from sciknow import models
+    from sciknow.config import ModelSpec
+    from sciknow.evaluate import generate_answers
+
+    loaded = models.get(ModelSpec(name=models.TINY_MODEL))
+    prompts = ["Hello", "What is water?", "Hi", "Write three questions about the moon."]
+    full = generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=80, batch_size=4)
+    written = LocalBackend(loaded.model, loaded.tokenizer, batch_size=2).complete(prompts, max_new_tokens=80)
+    looping = [i for i, a in enumerate(full) if len(a) > 40]
+    assert looping, full  # the test needs a row that loops
+    for i, (a, b) in enumerate(zip(full, written)):
+        assert a.startswith(b)
+        assert (len(b) < len(a) / 4) if i in looping else (a == b)
 
 
 def test_strip_apertium_marks() -> None:
