@@ -29,5 +29,11 @@ def test_notebook_09_writes_scores_recall_and_cost_tables(tmp_path):
     cost = pd.read_csv(out / "cost_09.csv")
     assert set(cost["epoch"]) == {0, 1} and {"mmlu_acc", "perplexity", "locality"} <= set(cost.columns)
     assert (cost.loc[cost["epoch"] == 0, "locality"] == 1.0).all()
-    for name in ("fig09_scores.png", "fig09_recall.png", "fig09_cost.png"):
+    diffs = pd.read_csv(out / "differences_09.csv")
+    assert len(diffs) == 10 and set(diffs["variant"]) == {"original", "paraphrase"}
+    assert ((diffs["ci_low"] <= diffs["mean"] + 1e-12) & (diffs["mean"] <= diffs["ci_high"] + 1e-12)).all()
+    # The untrained tiny model scores 0 closed-book: retrieval's gain is its open-book score, paired per question.
+    gain = diffs[(diffs["comparison"] == "retrieval's gain") & (diffs["variant"] == "original")].iloc[0]
+    assert gain["mean"] == table.loc["untrained, open book, 0 distractors", "original_mean"]
+    for name in ("fig09_scores.png", "fig09_differences.png", "fig09_recall.png", "fig09_cost.png"):
         assert (out / name).stat().st_size > 10_000
