@@ -14,6 +14,7 @@ Greedy decoding makes answers reproducible; the tests check them token for token
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -137,6 +138,7 @@ def greedy_decode(model: PreTrainedModel, prompts: list[list[int]], max_new_toke
     0, 1, ... of its own (explicit `position_ids`), and the attention mask hides its padding.
     """
     cache, mask, logits = _prefill(model, prompts, pad_id)
+    cache_kwarg = cache_argument(model)
     positions = mask.sum(1)  # position of each row's next token
     rows = list(range(len(prompts)))  # live row -> prompt index
     out: list[list[int]] = [[] for _ in prompts]
@@ -156,7 +158,7 @@ def greedy_decode(model: PreTrainedModel, prompts: list[list[int]], max_new_toke
             next_ids, mask, positions = next_ids[index], mask[index], positions[index]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         logits = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=positions[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+                       use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
         positions = positions + 1
     return out
 
@@ -168,6 +170,13 @@ def _left_pad(prompts: list[list[int]], pad_id: int, length: int, device) -> tup
         ids[row, length - len(p):] = torch.tensor(p)
         mask[row, length - len(p):] = 1
     return ids.to(device), mask.to(device)
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name under which the model's forward takes a KV cache: `cache` in recent transformers 5 releases,
+    `past_key_values` before (deprecated since, and removed in 5.40). A PEFT model passes it to its base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
@@ -185,7 +194,7 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
         ids, mask = _left_pad(part, pad_id, max(len(p) for p in part), device)
         cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
         caches.append(cache)
         masks.append(mask)
         logits.append(out.logits[:, -1])
