@@ -20,7 +20,7 @@ from benchmarks.common import MIN_IDENTICAL, Report, log, median, timed
 from sciknow import models
 from sciknow.config import PAPER_SELECTED_GROUPS, SUITE_DIR, DataSpec, EvalSpec, TrainSpec
 from sciknow.conditions import spread_documents
-from sciknow.data import load_suite, training_texts
+from sciknow.data import KnowledgeSet, load_suite, training_texts
 from sciknow.suites import KeywordSuite
 from sciknow.train import levers, tokenize, train
 
@@ -43,6 +43,7 @@ def bench_levers(args: argparse.Namespace, report: Report, loaded: models.Loaded
     """`hf_tokens_per_s`: the original recipe's (HF Trainer) tokens/s per method from section `train`, if it ran."""
     ksets = load_suite(SUITE_DIR)
     names = spread_documents(ksets, args.lever_documents)
+    by_name = {k.name: k for k in ksets}
     settings = {k: v for k, v in SETTINGS.items() if args.lever_compile or "compile" not in k}
     for method in ("lora", "full"):
         base = TrainSpec(method=method, lr=NB08_LR[method], epochs=args.lever_epochs, batch_size=1,
@@ -53,7 +54,7 @@ def bench_levers(args: argparse.Namespace, report: Report, loaded: models.Loaded
             for name, changes in settings.items():
                 spec = dataclasses.replace(base, **changes)
                 for doc in names:
-                    runs[name].append(_one_run(loaded, spec, doc, r))
+                    runs[name].append(_one_run(loaded, spec, by_name[doc], r))
                 last = runs[name][-len(names):]
                 log(f"levers {method} {name} (repeat {r}): {sum(x['train_s'] for x in last):.1f}s training "
                     f"({sum(x['tokens'] for x in last) / sum(x['train_s'] for x in last):.0f} tokens/s), "
@@ -61,17 +62,16 @@ def bench_levers(args: argparse.Namespace, report: Report, loaded: models.Loaded
         _report(report, method, names, runs, hf_tokens_per_s.get(method))
 
 
-def _one_run(loaded: models.LoadedModel, spec: TrainSpec, document: str, repeat: int) -> dict:
-    data = DataSpec(knowledge_set=str(SUITE_DIR), documents=[document], contents=["C1", "C2", "C3", "C4", "C5"])
-    ksets = load_suite(SUITE_DIR, [document])
-    texts = training_texts(data, ksets)
-    suite = KeywordSuite(ksets, EvalSpec(paraphrases=True, max_new_tokens=48))
+def _one_run(loaded: models.LoadedModel, spec: TrainSpec, kset: KnowledgeSet, repeat: int) -> dict:
+    data = DataSpec(knowledge_set=str(SUITE_DIR), documents=[kset.name], contents=["C1", "C2", "C3", "C4", "C5"])
+    texts = training_texts(data, [kset])
+    suite = KeywordSuite([kset], EvalSpec(paraphrases=True, max_new_tokens=48))
     with models.trainable(loaded, spec) as model:
         active = levers(model, spec)
         train_s, history = timed(train, model, loaded.tokenizer, texts, spec, progress=False)
         eval_s, result = timed(suite.evaluate, model, loaded.tokenizer)
     tokens = sum(len(e) for e in tokenize(loaded.tokenizer, texts, spec.max_length)) * spec.epochs
-    return {"document": document, "repeat": repeat, "train_s": train_s, "eval_s": eval_s, "tokens": tokens,
+    return {"document": kset.name, "repeat": repeat, "train_s": train_s, "eval_s": eval_s, "tokens": tokens,
             "levers": active, "losses": [h.loss for h in history], "score": result.score,
             "paraphrase_score": result.metrics["paraphrase_score"],
             "answers": [p["answer"] for p in result.predictions]}

@@ -189,12 +189,13 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
     # the batch's timeline: read long prompts as one padded batch, as `generate` does.
     chunk = len(prompts) if window and longest > window else PREFILL_CHUNK
     caches, masks, logits = [], [], []
+    cache_kwarg = cache_argument(model)
     for start in range(0, len(prompts), chunk):
         part = prompts[start:start + chunk]
         ids, mask = _left_pad(part, pad_id, max(len(p) for p in part), device)
         cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+                    use_cache=True, logits_to_keep=1, **{cache_kwarg: cache})
         caches.append(cache)
         masks.append(mask)
         logits.append(out.logits[:, -1])
