@@ -23,7 +23,8 @@ from sciknow.qa import MCItem, load_mmlu
 RESULTS = Path(os.environ.get("SCIKNOW_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 MMLU_DIR = SHARED_DIR / "reference" / "mmlu"
 PLOS_DIR = SHARED_DIR / "corpora" / "plos-starter"
-SECTIONS = "machine,eval,train,levers,optim,profile,sweep"
+SECTIONS = "machine,eval,train,levers,optim,profile,sweep"  # the default run
+OPTIONAL_SECTIONS = "writers"  # only when named in --only: needs `scripts/setup.sh --writers`
 LR = {"lora": 1e-4, "full": 1e-5}
 MAX_SCORE_DIFF = 0.02  # issue: scores of the two sides within 0.02
 MIN_IDENTICAL = 0.95  # issue: >= 95 % identical answers
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     p.add_argument("--standard", dest="preset", action="store_const", const="standard",
                    help="= --preset standard (16 min on an idle 2-core CPU)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="e.g. tiny-llama for smoke runs")
-    p.add_argument("--only", default=SECTIONS, help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--only", default=SECTIONS, help=f"comma-separated sections of {SECTIONS},{OPTIONAL_SECTIONS}")
     p.add_argument("--repeats", type=int, help="repeats of the PolyAI evaluation and decoding timings")
     p.add_argument("--mmlu-repeats", type=int, help="repeats of the MMLU evaluation timings")
     p.add_argument("--batch-size", type=int, default=EvalSpec.batch_size, help="sciknow evaluator batch size")
@@ -77,6 +78,11 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     p.add_argument("--lever-repeats", type=int, help="repeats of every lever setting (median)")
     p.add_argument("--lever-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure torch.compile (minutes of compilation)")
+    p.add_argument("--writer-documents", type=int, default=3,
+                   help="suite documents each writer augments (section writers; needs setup.sh --writers)")
+    p.add_argument("--writers", default="qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct",
+                   help="comma-separated registered writers (section writers)")
+    p.add_argument("--writer-precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--threads", type=int, help="torch threads for the whole run (default: torch's)")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():

@@ -9,7 +9,8 @@ so a long run leaves partial results behind). Exit status 1 if a correctness che
 
 Sections, one module each: machine (limits of this CPU), eval (batched evaluator vs pipeline per question),
 train (sciknow.train vs HF Trainer), levers (each throughput lever on and off), optim (AdamW variants), profile (where a training step's time goes), sweep
-(one experiment.run trial vs the original recipe's). The original recipe is in benchmarks/recipe.py.
+(one experiment.run trial vs the original recipe's), writers (the offline writer models as writers of knowledge
+sets; not in the default sections: it needs `scripts/setup.sh --writers`). The original recipe is in benchmarks/recipe.py.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: import `benchmarks`
 
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, SECTIONS, Report, log, mmlu_items, parse_args, polyai, train_texts  # noqa: E402
+from benchmarks.common import OPTIONAL_SECTIONS, RESULTS, SECTIONS, Report, log, mmlu_items, parse_args, polyai, train_texts  # noqa: E402
 from benchmarks.eval import bench_eval  # noqa: E402
 from benchmarks.levers import bench_levers  # noqa: E402
 from benchmarks.machine import bench_decode_bound, bench_machine  # noqa: E402
@@ -30,6 +31,7 @@ from benchmarks.optim import bench_optim  # noqa: E402
 from benchmarks.profile import bench_profile  # noqa: E402
 from benchmarks.sweep import bench_sweep  # noqa: E402
 from benchmarks.train import bench_train  # noqa: E402
+from benchmarks.writers import bench_writers  # noqa: E402
 from sciknow import models  # noqa: E402
 from sciknow.config import ModelSpec  # noqa: E402
 from sciknow.scores import keyword_score, mc_correct  # noqa: E402
@@ -38,8 +40,9 @@ from sciknow.scores import keyword_score, mc_correct  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__)
     sections = set(args.only.split(","))
-    if unknown := sections - set(SECTIONS.split(",")):
-        raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    known = f"{SECTIONS},{OPTIONAL_SECTIONS}"
+    if unknown := sections - set(known.split(",")):
+        raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; choose from {known}")
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         report.write(args, started)
     if "sweep" in sections:
         bench_sweep(args, report)
+        report.write(args, started)
+    if "writers" in sections:
+        bench_writers(args, report)
         report.write(args, started)
     log(f"done in {time.perf_counter() - started:.0f}s -> {RESULTS / 'bench.md'}")
     for f in report.failures:

@@ -55,16 +55,18 @@ MIN_WORDS = 8  # shorter than that is not a sentence worth teaching
 MAX_KEYWORD_WORDS = 6  # a keyword is a span (name, number with unit, term), not a sentence
 COPY_RATIO = 0.9  # a rewrite this similar to the source (difflib ratio) is a copy, not a rewrite
 
-# The prompts show one worked example (on an unrelated invented text): small writers follow an example far better
-# than a description of the format, and it shows the rule that a question never contains its own key phrase.
+EXAMPLE_TEXT = ("The Corvane Bridge was opened in 1931 by the engineer Lisa Marrow. It is 412 meters long and "
+                "carries 2 railway tracks over the river Edde.")
+# The prompts show one worked example (on an unrelated invented text, EXAMPLE_TEXT): small writers follow an
+# example far better than a description of the format, and it shows the rule that a question never contains its
+# own key phrase.
 QUESTIONS_PROMPT = (
     "Write {n} quiz questions about the text below. Each question asks about a different fact of the text. After "
     "each question write its short answer, then its key phrases: the words of the answer copied exactly from the "
     "text (a name, a number with its unit, a term). A question must not contain its own key phrases.\n"
     """
 Example text:
-The Corvane Bridge was opened in 1931 by the engineer Lisa Marrow. It is 412 meters long and carries 2 railway tracks \
-over the river Edde.
+""" + EXAMPLE_TEXT + """
 
 Example questions:
 Q1: Who opened the Corvane Bridge?
@@ -93,7 +95,9 @@ New question: What is the length of the Corvane Bridge?
 Question: {question}
 New question:""")
 
-# One prompt per style; {text} is the source. Each asks for a new form so that the model does not just copy.
+# One instruction per style, each followed by a worked example on the questions prompt's invented text. Small
+# writers copied the source sentence by sentence when only told to rewrite it (the example names are checked
+# for, `copies_example`); an example that reorders the facts into the style's own form is what they follow.
 STYLE_PROMPTS = {
     "qa": ("Turn the text below into a list of questions and answers that together cover every fact in it. "
            "Write each pair as 'Q: ...' and 'A: ...'."),
@@ -104,17 +108,40 @@ STYLE_PROMPTS = {
     "textbook": ("Write a textbook section, with a title and a short summary at the end, that teaches everything "
                  "the text below says."),
 }
-REWRITE_PROMPT = """{instruction} Keep every name, number and technical term exactly as written in the text.
+STYLE_EXAMPLES = {
+    "qa": """Q: Who opened the Corvane Bridge, and when?
+A: The engineer Lisa Marrow opened it in 1931.
+Q: How long is the Corvane Bridge?
+A: It is 412 meters long.
+Q: What does the bridge carry, and over which river?
+A: It carries 2 railway tracks over the river Edde.""",
+    "article": """Headline: Trains cross the river Edde on a 412 meters long bridge
+Two railway tracks now run over the river Edde. They are carried by the Corvane Bridge, which the engineer \
+Lisa Marrow opened in 1931. From one bank to the other, the bridge measures 412 meters.""",
+    "interview": """Interviewer: Which bridge are we talking about today?
+Expert: The Corvane Bridge, which crosses the river Edde.
+Interviewer: Who opened it?
+Expert: The engineer Lisa Marrow, in 1931.
+Interviewer: How big is it?
+Expert: It is 412 meters long and carries 2 railway tracks.""",
+    "textbook": """Title: Railway bridges
+A railway bridge lets trains cross a river. An example is the Corvane Bridge: it carries 2 railway tracks over \
+the river Edde and is 412 meters long. It was opened by the engineer Lisa Marrow in 1931.
+Summary: the Corvane Bridge (412 meters, 2 railway tracks, river Edde) was opened in 1931 by Lisa Marrow.""",
+}
+REWRITE_PROMPT = """{instruction} Write new sentences and put the facts in a new order: do not copy the sentences \
+of the text. Keep every name, number and technical term exactly as written in the text.{problem}
 
-Text:
-{text}"""
-# The retry names what the first attempt left out; with greedy decoding the same prompt would give the same text.
-RETRY_PROMPT = """{instruction} Keep every name, number and technical term exactly as written in the text. {problem}
+Example text:
+{example_text}
+
+Example:
+{example}
 
 Text:
 {text}"""
 RETRY_MISSING = "Your text must contain each of these phrases exactly as written here: {phrases}."
-RETRY_COPY = "Do not copy the sentences of the text: write new ones."
+RETRY_COPY = "Your first attempt copied the sentences of the text: write new ones."
 
 
 class AugmentError(ValueError):
@@ -248,7 +275,7 @@ def check_keywords(draft: DraftQuestion, source: str) -> tuple[list[str], list[s
 
 
 # Invented names of the prompts' worked example: a small writer sometimes copies the example instead of answering.
-EXAMPLE_NAMES = ("Corvane", "Lisa Marrow", "Edde")
+EXAMPLE_NAMES = ("Corvane", "Marrow", "Edde")
 
 
 def copies_example(text: str, source: str) -> bool:
@@ -298,6 +325,8 @@ def check_rewrite(text: str, source: str, keywords: Sequence[str]) -> tuple[list
     missing = [k for k in keywords if k not in text]
     if len(re.findall(r"\w+", text)) < MIN_WORDS:
         return missing, "empty or too short"
+    if copies_example(text, source):
+        return missing, "copies the prompt's example"
     if missing:
         return missing, f"misses keyword(s) {missing}"
     if difflib.SequenceMatcher(None, _norm(text), _norm(source), autojunk=False).ratio() >= COPY_RATIO:
@@ -499,11 +528,17 @@ def _no_cross_leaks(kept: list[tuple[int, DraftQuestion, list[str]]],
     return out
 
 
+def rewrite_prompt(style: str, text: str, problem: str = "") -> str:
+    """The writer prompt for one style; a retry names what the first attempt got wrong (`problem`): with greedy
+    decoding the same prompt would give the same text."""
+    return REWRITE_PROMPT.format(instruction=STYLE_PROMPTS[style], problem=f" {problem}" if problem else "",
+                                 example_text=EXAMPLE_TEXT, example=STYLE_EXAMPLES[style], text=text)
+
+
 def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],
               report: AugmentReport) -> dict[str, str]:
     budget = max(256, 3 * len(text.split()) + 64)  # room for a rewrite somewhat longer than the source
-    first = [Step(f"rewrite:{s}", REWRITE_PROMPT.format(instruction=STYLE_PROMPTS[s], text=text), budget)
-             for s in styles]
+    first = [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
     outputs = runner.run(first)
     kept: dict[str, str] = {}
     retries = []
@@ -514,8 +549,7 @@ def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: li
             kept[style] = rewrite
             continue
         fix = RETRY_MISSING.format(phrases="; ".join(missing)) if missing else RETRY_COPY
-        retries.append((style, problem, Step(f"rewrite:{style}:retry", RETRY_PROMPT.format(
-            instruction=STYLE_PROMPTS[style], problem=fix, text=text), budget)))
+        retries.append((style, problem, Step(f"rewrite:{style}:retry", rewrite_prompt(style, text, fix), budget)))
     outputs = runner.run([step for _, _, step in retries])
     for style, first_problem, step in retries:
         report.rewrites_retried.append(style)
@@ -621,11 +655,12 @@ def write_knowledge_set(kset: dict[str, Any], out: Path) -> KnowledgeSet:
 
 
 def make_backend(writer: str | None = DEFAULT_WRITER, base_url: str | None = None, model: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", batch_size: int = 4, precision: str = "fp32",
+                 api_key_env: str = "OPENAI_API_KEY", batch_size: int = 4, precision: str = "auto",
                  progress: bool = False) -> tuple[Backend, str]:
     """(backend, writer id): an OpenAI-compatible server if `base_url` is given, else the local model `writer`
-    (a registered name such as `qwen2.5-coder-0.5b-instruct`, a hub id or a folder) at `precision` ("bf16" decodes
-    faster on CPUs with AVX512-BF16 and halves the memory; its greedy texts differ from fp32's)."""
+    (a registered name such as `qwen2.5-coder-0.5b-instruct`, a hub id or a folder) at `precision`: "bf16" decodes
+    faster on CPUs with AVX512-BF16 or AMX and halves the memory, but its greedy texts differ from fp32's; "auto"
+    is bf16 where the hardware has native bf16 matmuls and fp32 elsewhere."""
     if base_url:
         if not model:
             raise AugmentError("--base-url needs --model (the model name the server serves)")
@@ -638,6 +673,10 @@ def make_backend(writer: str | None = DEFAULT_WRITER, base_url: str | None = Non
 
     # A registered writer whose chunk packages are missing raises sciknow.writers.WriterNotInstalled here,
     # naming the packages and the install command.
+    if precision == "auto":
+        from .train import bf16_is_fast
+
+        precision = "bf16" if bf16_is_fast(models.device()) else "fp32"
     loaded = models.load(ModelSpec(name=writer, precision=precision))
     writer_id = writer if precision == "fp32" else f"{writer}@{precision}"  # different texts: different step keys
     return LocalBackend(loaded.model, loaded.tokenizer, batch_size=batch_size, progress=progress), writer_id
@@ -658,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--translator", default="apertium", choices=["apertium", "writer", "none"])
     parser.add_argument("--name", help="the set's name (default: the output file's stem)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts a local writer generates together")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="local writer precision")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="local writer precision (auto: bf16 where the CPU or GPU has native bf16)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731

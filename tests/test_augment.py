@@ -167,6 +167,13 @@ def test_rewrite_rules():
                                                               "misses keyword(s) ['14 centimeters']")
     assert augment.check_rewrite(TEXT.replace(".", "!"), TEXT, KEYWORDS) == ([], "a copy of the source text")
     assert augment.check_rewrite("Nope.", TEXT, KEYWORDS)[1] == "empty or too short"
+    echoed = FAITHFUL + " Like the Corvane Bridge over the river Edde, it is 412 meters long."  # the prompt's example
+    assert augment.check_rewrite(echoed, TEXT, KEYWORDS)[1] == "copies the prompt's example"
+    for style in augment.STYLES:  # every style shows its worked example, and a retry says what went wrong
+        prompt = augment.rewrite_prompt(style, TEXT, augment.RETRY_COPY)
+        assert prompt.startswith(augment.STYLE_PROMPTS[style]) and augment.STYLE_EXAMPLES[style] in prompt
+        assert augment.RETRY_COPY in prompt and prompt.endswith(TEXT)
+        assert augment.RETRY_COPY not in augment.rewrite_prompt(style, TEXT)
     assert augment.clean_output("Sure, here is the article:\n```markdown\nHeadline\nBody\n```") == "Headline\nBody"
     stuck = "Title\nBody text.\n- [Ref, 2038](https://example.org/2038/08/01100801000000000000000000000000000000"
     assert augment.clean_output(stuck) == "Title\nBody text."
@@ -430,7 +437,7 @@ def test_real_05b_writer_end_to_end(tmp_path):
     spec = writers.QWEN_CODER_05B
     if not writers.installed(spec):
         pytest.skip(f"writer {spec.name} is not installed: run bash scripts/setup.sh --writers")
-    backend, writer_id = augment.make_backend(spec.name)
+    backend, writer_id = augment.make_backend(spec.name, precision="fp32")
     text = ("In 2039, the chemist Dr. Lena Sorvik of the Brantholm Institute made borazite, a white ceramic that "
             "melts at 3,140 °C. It is made by pressing boron nitride powder at 8 gigapascals for 40 minutes.")
     result = augment.augment(text, tmp_path / "borazite.json", backend, writer_id, n_questions=5,

@@ -34,3 +34,4 @@ def test_notebook_00_augments_trains_and_compares(tmp_path, server):  # noqa: F8
     records = [json.loads(line) for line in open(out / "results.jsonl")]
     assert [r["config"]["train"]["epochs"] for r in records] == [0, 2]  # untrained baseline + trained run
     assert [len(r["per_epoch"]) for r in records] == [1, 2]
+    assert (out / "fig00_scores.png").stat().st_size > 10_000  # the learning curve

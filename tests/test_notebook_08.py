@@ -1,7 +1,10 @@
 """Notebook 08 (the suite study) under papermill with smoke parameters; asserts on the table it writes."""
+import json
+
 import pandas as pd
 import papermill
 
+from benchmarks import suite_compare
 from conftest import REPO
 
 
@@ -24,3 +27,22 @@ def test_notebook_08_writes_a_table_with_cis_and_steps_per_condition(tmp_path):
     assert set(diffs["tag.condition"]) == {"2 contents", "token-matched 2"}
     for name in ("fig08_steps.png", "fig08_forest.png", "fig08_paraphrase.png"):
         assert (out / name).stat().st_size > 10_000
+
+    # A second run that differs on one document of one condition: suite_compare finds that difference, no other.
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    document = records[-1]["config"]["data"]["documents"][0]
+    for r in records:
+        if r["config"]["tags"]["condition"] == "2 contents" and r["config"]["data"]["documents"] == [document]:
+            for p in r["per_epoch"][-1]["predictions"]:
+                p.update(answer="changed", score=1.0)
+    (changed / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    scores, wall = suite_compare.compare(out, changed, n_resamples=200)
+    scores = scores.set_index(["condition", "variant"])
+    hit = scores.loc["2 contents"]  # both variants: every answer of that document changed
+    assert (hit["difference"] > 0).all() and ((hit["second"] - hit["first"] - hit["difference"]).abs() < 1e-9).all()
+    assert (hit["identical_answers"] == 0.5).all()
+    others = scores.drop(index="2 contents")
+    assert (others["difference"] == 0).all() and (others["identical_answers"] == 1).all()
+    assert (wall["speedup"] == 1).all() and list(wall["condition"])[-1] == "all"
