@@ -51,6 +51,8 @@ def compare(first: str | Path, second: str | Path, n_resamples: int = 2000) -> t
     same = same.assign(same=same["answer_a"] == same["answer_b"]).groupby(["condition", "variant"])["same"].mean()
     table = diffs.set_index(["condition", "variant"])[["mean", "ci_low", "ci_high", "p_value", "n_documents"]]
     table = means.join(table.rename(columns={"mean": "difference"})).join(same.rename("identical_answers"))
+    table = table.dropna(subset=["first", "second"])  # a condition only one side ran has nothing to pair
+    table["n_documents"] = table["n_documents"].astype(int)
     runs = a_runs.merge(b_runs, on=RUN_KEY, suffixes=("_first", "_second"))  # the runs both sides have
     wall = runs.groupby("condition")[["wall_s_first", "wall_s_second"]].sum()
     wall.columns = ["first_s", "second_s"]
@@ -60,9 +62,9 @@ def compare(first: str | Path, second: str | Path, n_resamples: int = 2000) -> t
 
 
 def _markdown(df: pd.DataFrame, digits: int) -> str:
-    cells = df.round(digits).astype(str)
-    return "\n".join(["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-                     + ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)])
+    cell = lambda x: f"{x:.{digits}f}" if isinstance(x, float) else str(x)  # noqa: E731
+    return "\n".join(["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+                     + ["| " + " | ".join(map(cell, row)) + " |" for row in df.itertuples(index=False)])
 
 
 def main(argv: list[str] | None = None) -> int:

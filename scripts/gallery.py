@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_WIDTH = 900
 # notebook default out_dir -> the figures it writes
 FIGURES = {
-    "runs/00_teach_your_own_document": ["fig00_scores.png"],
+    "runs/00_teach_your_own": ["fig00_scores.png"],
     "runs/01_task1a": ["fig1a.png"],
     "runs/02_task1b": ["fig1b.png"],
     "runs/03_task2a": ["fig_s1.png"],
