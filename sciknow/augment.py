@@ -48,7 +48,7 @@ from .data import KnowledgeSet, load_knowledge_set
 from .generate import ApertiumTranslator, Backend, LLMTranslator, OpenAICompatibleBackend
 from .io import append_jsonl, atomic_write_text, read_jsonl
 
-DEFAULT_WRITER = "qwen2.5-coder-0.5b-instruct"
+DEFAULT_WRITER = "qwen2.5-coder-1.5b-instruct"  # the better of the two offline writers (README, "Teach your own text")
 STYLES = ("qa", "article", "interview", "textbook")
 TRANSLATIONS = ("es", "ca", "it")  # the zephyrite set's Apertium languages
 MIN_WORDS = 8  # shorter than that is not a sentence worth teaching
