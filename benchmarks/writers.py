@@ -31,9 +31,10 @@ def bench_writers(args: argparse.Namespace, report: Report) -> None:
     ksets = load_suite(SUITE_DIR)
     names = spread_documents(ksets, args.writer_documents)
     by_name = {k.name: k for k in ksets}
-    for writer in args.writers.split(","):
-        if writer not in WRITERS:
-            raise SystemExit(f"--writers: unknown writer {writer!r}; choose from {sorted(WRITERS)}")
+    chosen = args.writers.split(",")
+    if unknown := [w for w in chosen if w not in WRITERS]:  # before minutes of writing with the first one
+        raise SystemExit(f"--writers: unknown writer(s) {unknown}; choose from {sorted(WRITERS)}")
+    for writer in chosen:
         backend, writer_id = augment.make_backend(writer, precision=args.writer_precision)
         tokenizer = backend.tokenizer
         rows = []
