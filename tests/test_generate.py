@@ -345,3 +345,38 @@ def test_apertium_unknown_language() -> None:
 def test_apertium_missing_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="apertium is not installed"):
         ApertiumTranslator(executable="apertium-does-not-exist").translate(["Hello."], "es")
+
+
+def test_recording_backend_resumes_after_a_crash(tmp_path):
+    """Each finished batch is on disk before the next starts: after a crash, a new run generates only the prompts
+    that were not finished, and returns every output in prompt order; another writer id generates anew."""
+    from sciknow.generate import RecordingBackend
+
+    class Flaky:
+        def __init__(self, fail_on_call=None):
+            self.prompts, self.calls, self.fail_on_call = [], 0, fail_on_call
+
+        def complete(self, prompts, max_new_tokens):
+            self.calls += 1
+            if self.calls == self.fail_on_call:
+                raise KeyboardInterrupt  # the run is killed while this batch generates
+            self.prompts += prompts
+            return [f"out({p},{max_new_tokens})" for p in prompts]
+
+    path = tmp_path / "generations.jsonl"
+    prompts = [f"p{i}" for i in range(5)]
+    first = Flaky(fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        RecordingBackend(first, "writer-a", path, batch_size=2).complete(prompts, 7)
+    assert first.prompts == ["p0", "p1"] and len(path.read_text().splitlines()) == 2
+
+    second = Flaky()
+    resumed = RecordingBackend(second, "writer-a", path, batch_size=2)
+    assert resumed.complete(prompts + ["p0"], 7) == [f"out({p},7)" for p in prompts + ["p0"]]
+    assert second.prompts == ["p2", "p3", "p4"] and (resumed.generated, resumed.resumed) == (3, 3)
+    assert len(path.read_text().splitlines()) == 5
+
+    other = Flaky()
+    RecordingBackend(other, "writer-b", path, batch_size=2).complete(prompts[:1], 7)
+    RecordingBackend(other, "writer-a", path, batch_size=2).complete(prompts[:1], 8)  # other max_new_tokens
+    assert other.prompts == ["p0", "p0"]

