@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 
 papermill = pytest.importorskip("papermill")
@@ -78,8 +79,13 @@ def test_notebook_07_sweep_resumes(tmp_path):
     probes = {"mmlu_acc", "perplexity", "locality"}  # every trial records what it cost
     assert probes <= set(summary["untrained"]) and probes <= set(summary["best"])
     assert summary["untrained"]["locality"] == 1.0 and summary["best"]["perplexity"] > 1
-    for fig in ("fig6.png", "figS4.png", "trials.csv", "optuna.sqlite3"):
+    for fig in ("fig6.png", "figS4.png", "fig07_differences.png", "trials.csv", "optuna.sqlite3"):
         assert (out / fig).exists()
+    # CIs over held-out items: both models on each of the three sets, and one paired difference per set
+    ci_items = pd.read_csv(out / "ci_items.csv")
+    assert len(ci_items) == 6 and (ci_items.n_questions == 2).all() and (ci_items.ci_low <= ci_items["mean"]).all()
+    differences = pd.read_csv(out / "differences_items.csv")
+    assert sorted(differences["set"]) == ["MMLU", "descriptive (ROUGE-2)", "multiple choice"]
     runs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(runs) == 3  # untrained + 2 trials
     study = optuna.load_study(study_name="task4", storage=f"sqlite:///{out / 'optuna.sqlite3'}")
