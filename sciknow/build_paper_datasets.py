@@ -343,8 +343,9 @@ def build_datasets(
     `qa_passage_words` words; the first `max_qa_passages` passages in seeded order, None = all), de-duplicated
     (same normalised text, and MiniLM cosine similarity >= `qa_similarity` unless it is None), and split by
     `seed` into training pairs and held-out pairs (`qa_test_fraction`). MMLU items of `mmlu_subjects` from
-    `mmlu_source` are split by seed: `mmlu_test_size` held out, the rest become "mmlu-instructions". Without a backend the Q&A-derived sets are
-    empty (counted in the manifest); without a translator "introduction-multi-*" are empty.
+    `mmlu_source` are split by seed: `mmlu_test_size` held out, the rest become "mmlu-instructions". Without a
+    backend the Q&A-derived sets are empty (counted in the manifest); without a translator
+    "introduction-multi-*" are empty.
     """
     t0 = time.perf_counter()
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
@@ -401,7 +402,8 @@ def build_datasets(
                "seconds": round(qa_seconds, 1), "train_pairs": len(qa_result.train),
                "test_pairs": len(qa_result.test), "test_fraction": qa_test_fraction,
                "train_mc_items": len(qa_result.train_mc), "all_mc_items": len(qa_result.all_mc)},
-        "mmlu": {"source": mmlu.source, "subjects": mmlu.subjects, "items": mmlu.items, "test": len(mmlu.test), "train": len(mmlu.train),
+        "mmlu": {"source": mmlu.source, "subjects": mmlu.subjects, "items": mmlu.items, "test": len(mmlu.test),
+                 "train": len(mmlu.train),
                  # training items whose question text equals a held-out one (MMLU repeats a few stems)
                  "dropped_same_question_as_test": mmlu.items - len(mmlu.test) - len(mmlu.train)},
         "test_overlap_dropped": overlap_dropped,

@@ -245,14 +245,6 @@ def load_mmlu(csv_path: str | Path) -> list[MCItem]:
     return items
 
 
-def load_mmlu_hub(subject: str) -> list[MCItem]:
-    """MMLU test items of `subject` from the Hugging Face hub (`cais/mmlu`); needs internet or a cache."""
-    from datasets import load_dataset  # lazy: heavy import, only needed here
-
-    rows = load_dataset("cais/mmlu", subject, split="test")
-    return [MCItem(r["question"], tuple(r["choices"]), int(r["answer"]) + 1) for r in rows]
-
-
 def mmlu_as_instructions(items: Iterable[MCItem]) -> list[str]:
     """Training texts: the multiple-choice instruction followed by the right answer."""
     return [f"{item.instruction}\n{item.answer_text}" for item in items]
