@@ -168,7 +168,8 @@ class RecordingBackend:
     reads recorded ones back: a killed build resumes where it stopped, and the raw texts stay inspectable.
 
     A record is keyed by (writer id, max_new_tokens, prompt), so a different writer or prompt is generated anew.
-    `seconds` adds up the time of the generations made in this process; `resumed` counts the ones read back.
+    `seconds` adds up the time of the generations made in this process, `resumed` counts the ones read back, and
+    `writer_seconds` is what every text returned so far took to write, in whichever run wrote it.
     """
 
     def __init__(self, backend: Backend, writer_id: str, path: str | Path, batch_size: int = 4,
@@ -178,7 +179,10 @@ class RecordingBackend:
         self.writer_id = writer_id
         self.path = Path(path)
         self.batch_size = max(1, batch_size)
-        self.done = {r["key"]: r["output"] for r in io.read_jsonl(self.path) if "key" in r and "output" in r}
+        records = [r for r in io.read_jsonl(self.path) if "key" in r and "output" in r]
+        self.done = {r["key"]: r["output"] for r in records}
+        self.seconds_of = {r["key"]: float(r.get("seconds", 0.0)) for r in records}
+        self.writer_seconds = 0.0
         self.generated = 0
         self.resumed = 0
         self.seconds = 0.0
@@ -208,9 +212,11 @@ class RecordingBackend:
                                             "seconds": round(seconds / len(chunk), 2), "prompt": prompt_of[key],
                                             "output": text})
                 self.done[key] = text
+                self.seconds_of[key] = seconds / len(chunk)
                 self.generated += 1
             bar.update(len(chunk))
         bar.close()
+        self.writer_seconds += sum(self.seconds_of[k] for k in keys)
         return [self.done[k] for k in keys]
 
     def __repr__(self) -> str:

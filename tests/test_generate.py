@@ -374,6 +374,7 @@ def test_recording_backend_resumes_after_a_crash(tmp_path):
     resumed = RecordingBackend(second, "writer-a", path, batch_size=2)
     assert resumed.complete(prompts + ["p0"], 7) == [f"out({p},7)" for p in prompts + ["p0"]]
     assert second.prompts == ["p2", "p3", "p4"] and (resumed.generated, resumed.resumed) == (3, 3)
+    assert resumed.writer_seconds >= resumed.seconds >= 0  # the read-back texts count with their recorded time
     assert len(path.read_text().splitlines()) == 5
 
     other = Flaky()
