@@ -240,13 +240,14 @@ def forest(diffs: pd.DataFrame, y: str = "mean", low: str = "ci_low", high: str 
     return ax
 
 
-def qa_funnel(qa_counts: dict, held_out_mc: int, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+def qa_funnel(qa_counts: dict, held_out: dict, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
     """Where the generated questions went (notebook 06): pairs parsed, repeats removed (same text, same meaning),
-    training pairs, held-out descriptive and multiple-choice items; `qa_counts` is a dataset manifest's "qa"."""
+    training pairs, held-out descriptive and multiple-choice items. `qa_counts` is a dataset manifest's "qa",
+    `held_out` its counts["tests"] (the items written, after the leak check)."""
     steps = {"pairs written": qa_counts["pairs"], "same text as earlier": qa_counts["duplicate_questions"],
              "same meaning as earlier": qa_counts.get("similar_questions", 0),
-             "training pairs": qa_counts["train_pairs"], "held-out Q&A": qa_counts["test_pairs"],
-             "held-out multiple choice": held_out_mc}
+             "training pairs": qa_counts["train_pairs"], "held-out Q&A": held_out["qa"],
+             "held-out multiple choice": held_out["mc"]}
     ax = ax or plt.subplots(figsize=(5.5, 2.8))[1]
     names = list(steps)[::-1]
     bars = ax.barh(names, [steps[n] for n in names],
