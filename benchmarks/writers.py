@@ -1,4 +1,4 @@
-"""Section `writers`: the offline writer models compared as writers of knowledge sets (`sciknow.augment`).
+"""Section `writers`: the offline writer models compared as writers of knowledge sets (`sciknow.make.augment`).
 
 Each writer augments the original text (C1) of the same `--writer-documents` suite documents (spread over fields):
 five questions with their paraphrases and the four style rewrites, greedy, at `--writer-precision`. Translations
@@ -17,7 +17,7 @@ import argparse
 import time
 
 from benchmarks.common import RESULTS, Report, log
-from sciknow import augment
+from sciknow.make import augment
 from sciknow.config import SUITE_DIR
 from sciknow.conditions import spread_documents
 from sciknow.data import load_suite

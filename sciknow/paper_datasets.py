@@ -1,6 +1,6 @@
 """Reading a built Task 4 dataset folder: training genres, held-out test sets, the manifest.
 
-A folder written by `sciknow.build_paper_datasets.build_datasets` (notebook 06) holds:
+A folder written by `sciknow.make.build_paper_datasets.build_datasets` (notebook 06) holds:
 
     manifest.json          what was built from what (papers, sizes, seeds, counts)
     genres/<genre>.jsonl   training texts, one {"id", "text", "paper_id", ...} per line

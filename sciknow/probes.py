@@ -38,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import PROMPT_STYLES, REPO_ROOT, SHARED_DIR
 from .evaluate import generate_answers
-from .qa import MCItem, load_mmlu
+from .make.qa import MCItem, load_mmlu
 from .scores import mc_correct
 
 LOCALITY_PROMPTS = REPO_ROOT / "data" / "probes" / "locality.json"

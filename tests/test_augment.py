@@ -1,4 +1,4 @@
-"""sciknow.augment: text -> validated knowledge set.
+"""sciknow.make.augment: text -> validated knowledge set.
 
 The pipeline's control flow runs against a scripted writer (hand-written outputs that keep or break each rule);
 the CLI's resumability against a real loopback chat-completions server and a SIGKILLed subprocess; one slow test
@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from sciknow import augment, writers
-from sciknow.augment import AugmentError, DraftQuestion
+from sciknow import writers
+from sciknow.make import augment
+from sciknow.make.augment import AugmentError, DraftQuestion
 from sciknow.data import load_knowledge_set
 from sciknow.io import read_jsonl
 
@@ -381,7 +382,7 @@ def server() -> Iterator[type[ScriptedServer]]:
 
 def cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "sciknow.augment", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "sciknow.make.augment", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -420,7 +421,7 @@ def test_cli_reports_errors_and_exits_2(tmp_path, server):
     proc = cli([str(short), "-o", str(tmp_path / "x.json"), "--base-url", server.url, "--model", "m"])
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert "sciknow.augment: error: " in stderr and "short.txt: 2 word(s)" in stderr
+    assert "sciknow.make.augment: error: " in stderr and "short.txt: 2 word(s)" in stderr
     doc = tmp_path / "doc.txt"
     doc.write_text(TEXT)
     proc = cli([str(doc), "-o", str(tmp_path / "x.json"), "--base-url", server.url])

@@ -1,4 +1,4 @@
-"""Tests for sciknow.europepmc against a local HTTP server replaying recorded Europe PMC responses (no internet)."""
+"""Tests for sciknow.make.europepmc against a local HTTP server replaying recorded Europe PMC responses (no internet)."""
 from __future__ import annotations
 
 import gzip
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sciknow.corpus import parse_jats
-from sciknow.europepmc import (
+from sciknow.make.europepmc import (
     EuropePMC,
     EuropePMCError,
     build_query,

@@ -10,7 +10,7 @@ import pytest
 
 papermill = pytest.importorskip("papermill")
 
-from sciknow import build_paper_datasets  # noqa: E402
+from sciknow.make import build_paper_datasets  # noqa: E402
 from sciknow.generate import CallableTranslator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

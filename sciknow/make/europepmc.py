@@ -278,7 +278,7 @@ def collect(cache_dir: str | Path, client: EuropePMC | None = None, journals: Se
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m sciknow.europepmc",
+    parser = argparse.ArgumentParser(prog="python -m sciknow.make.europepmc",
                                      description="Download the paper's open-access corpus (JATS XML) from Europe PMC.")
     parser.add_argument("cache_dir", help="folder for {PMCID}.xml files and manifest.jsonl (re-running resumes)")
     parser.add_argument("--max-results", type=int, default=200)

@@ -23,8 +23,8 @@ a hash of the input text, the writer, the step and its prompt; a re-run reads th
 The knowledge set is validated by `sciknow.data.load_knowledge_set(strict=True)` (the fair-test rules included)
 before it is written, atomically.
 
-    python -m sciknow.augment my_doc.txt -o my_set.json --writer qwen2.5-coder-0.5b-instruct
-    python -m sciknow.augment paper.xml --section introduction -o my_set.json --base-url http://localhost:8000/v1 \\
+    python -m sciknow.make.augment my_doc.txt -o my_set.json --writer qwen2.5-coder-0.5b-instruct
+    python -m sciknow.make.augment paper.xml --section introduction -o my_set.json --base-url http://localhost:8000/v1 \\
         --model Qwen/Qwen2.5-7B-Instruct
 """
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .data import KnowledgeSet, load_knowledge_set
-from .generate import ApertiumTranslator, Backend, LLMTranslator, OpenAICompatibleBackend
-from .io import append_jsonl, atomic_write_text, read_jsonl
+from ..data import KnowledgeSet, load_knowledge_set
+from ..generate import ApertiumTranslator, Backend, LLMTranslator, OpenAICompatibleBackend
+from ..io import append_jsonl, atomic_write_text, read_jsonl
 
 DEFAULT_WRITER = "qwen2.5-coder-1.5b-instruct"  # the better of the two offline writers (README, "Teach your own text")
 STYLES = ("qa", "article", "interview", "textbook")
@@ -157,7 +157,7 @@ def read_text(path: str | Path, section: str = "abstract") -> tuple[str, dict[st
     if not path.is_file():
         raise AugmentError(f"{path}: file not found")
     if path.suffix.lower() in (".xml", ".nxml"):
-        from . import corpus  # JATS parsing only when a JATS file is given
+        from .. import corpus  # JATS parsing only when a JATS file is given
 
         if section not in ("abstract", "introduction", "conclusion"):
             raise AugmentError(f"section={section!r}: expected abstract, introduction or conclusion")
@@ -667,14 +667,14 @@ def make_backend(writer: str | None = DEFAULT_WRITER, base_url: str | None = Non
         return OpenAICompatibleBackend(base_url, model, api_key_env=api_key_env), f"{model}@{base_url}"
     if not writer:
         raise AugmentError("give a writer: --writer NAME, or --base-url URL --model NAME")
-    from . import models
-    from .config import ModelSpec
-    from .generate import LocalBackend
+    from .. import models
+    from ..config import ModelSpec
+    from ..generate import LocalBackend
 
     # A registered writer whose chunk packages are missing raises sciknow.writers.WriterNotInstalled here,
     # naming the packages and the install command.
     if precision == "auto":
-        from .train import bf16_is_fast
+        from ..train import bf16_is_fast
 
         precision = "bf16" if bf16_is_fast(models.device()) else "fp32"
     loaded = models.load(ModelSpec(name=writer, precision=precision))
@@ -683,7 +683,7 @@ def make_backend(writer: str | None = DEFAULT_WRITER, base_url: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sciknow.augment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sciknow.make.augment", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="a UTF-8 text file, or a JATS XML article (.xml/.nxml)")
     parser.add_argument("-o", "--out", required=True, help="the knowledge-set JSON to write")
     parser.add_argument("--writer", default=DEFAULT_WRITER, help=f"local writer model (default {DEFAULT_WRITER})")
@@ -710,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                          translate_to=split(args.translate), translator=args.translator, name=args.name,
                          meta=meta, progress=not args.no_progress)
     except (ValueError, OSError, RuntimeError) as err:  # AugmentError, BackendError, WriterNotInstalled...
-        print(f"sciknow.augment: error: {err}", file=sys.stderr)
+        print(f"sciknow.make.augment: error: {err}", file=sys.stderr)
         return 2
     kset = result.knowledge_set
     print(f"wrote {result.path}: {len(kset.contents)} contents, {len(kset.questions)} questions")
