@@ -18,7 +18,7 @@ import torch
 from sciknow.config import POLYAI_SET, SHARED_DIR, EvalSpec
 from sciknow.data import KnowledgeSet, load_knowledge_set
 from sciknow.io import atomic_write_text
-from sciknow.make.qa import MCItem, load_mmlu
+from sciknow.multiple_choice import MCItem, load_mmlu
 
 RESULTS = Path(os.environ.get("SCIKNOW_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 MMLU_DIR = SHARED_DIR / "reference" / "mmlu"

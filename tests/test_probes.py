@@ -11,7 +11,7 @@ import torch
 
 from sciknow import models, probes
 from sciknow.config import ModelSpec, TrainSpec
-from sciknow.make.qa import MCItem
+from sciknow.multiple_choice import MCItem
 from sciknow.scores import mc_correct
 from sciknow.train import train
 

@@ -7,18 +7,16 @@ from pathlib import Path
 import pytest
 
 from sciknow.make.qa import (
-    MCItem,
     QAPair,
     build_multiple_choice,
     build_qa,
     group_by_context,
-    load_mmlu,
-    mmlu_as_instructions,
     needs_context,
     parse_qa,
     qa_instruction,
     qa_prompt,
 )
+from sciknow.multiple_choice import MCItem, load_mmlu, mmlu_as_instructions
 
 WELL_FORMED = """Q1: What is the boiling point of water at 1 atm?
 A1: Water boils when its vapour pressure equals 1 atm, which happens at 100 °C.

@@ -30,6 +30,7 @@ from .. import corpus
 from . import qa
 from ..config import SHARED_DIR
 from ..io import atomic_write_text, write_jsonl
+from ..multiple_choice import MCItem, mmlu_as_instructions
 from ..paper_datasets import FORMAT, GENRES, INSTRUCTION_GENRES, TEST_SETS
 
 GROUPS = ("target", "irrelevant-1", "irrelevant-2")
@@ -58,7 +59,7 @@ def _norm(text: str) -> str:
 
 
 def instruction_text(instruction: str, output: str) -> str:
-    """An instruction-format training text (same layout as `qa.mmlu_as_instructions`)."""
+    """An instruction-format training text (same layout as `mmlu_as_instructions`)."""
     return f"{instruction.strip()}\n{output.strip()}"
 
 
@@ -154,9 +155,9 @@ class _QA:
     near_duplicates: int  # same meaning (embedding similarity) as an earlier question
     train: list[qa.QAPair]
     test: list[qa.QAPair]
-    train_mc: list[qa.MCItem]
-    all_mc: list[qa.MCItem]
-    test_mc: list[qa.MCItem]
+    train_mc: list[MCItem]
+    all_mc: list[MCItem]
+    test_mc: list[MCItem]
 
 
 def _qa_passages(introductions: Rows, passage_words: int, max_passages: int | None, seed: int
@@ -252,8 +253,8 @@ class _MMLU:
     source: str
     subjects: list[str]
     items: int
-    test: list[tuple[str, qa.MCItem]]  # (subject, item)
-    train: list[tuple[str, qa.MCItem]]
+    test: list[tuple[str, MCItem]]  # (subject, item)
+    train: list[tuple[str, MCItem]]
 
 
 def _split_mmlu(source: str | Path, subjects: Sequence[str] | None, test_size: int, seed: int) -> _MMLU:
@@ -281,7 +282,7 @@ def _split_mmlu(source: str | Path, subjects: Sequence[str] | None, test_size: i
 
 def _mmlu_instruction_rows(mmlu: _MMLU) -> Rows:
     return [{"id": f"mmlu-instructions/{subject}/{i}", "subject": subject, "instruction": item.instruction,
-             "output": item.answer_text, "text": qa.mmlu_as_instructions([item])[0]}
+             "output": item.answer_text, "text": mmlu_as_instructions([item])[0]}
             for i, (subject, item) in enumerate(mmlu.train)]
 
 

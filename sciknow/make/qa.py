@@ -1,4 +1,4 @@
-"""Task 4 datasets: Q&A pairs generated from passages, multiple-choice items, and MMLU.
+"""Task 4 datasets: Q&A pairs generated from passages, and multiple-choice items built from them.
 
 An LLM, prompted as a textbook author, writes numbered Q&A pairs from each passage; `parse_qa` reads
 them back tolerantly. Multiple-choice items reuse the answers of sibling questions (same passage) as
@@ -6,14 +6,13 @@ distractors, so the wrong choices are on-topic and plausible.
 """
 from __future__ import annotations
 
-import csv
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from sciknow.generate import Backend
+from sciknow.multiple_choice import MCItem
 
 QA_PROMPT = """You are the author of a science textbook. Read the passage below and write {n} question-and-answer pairs that teach the knowledge in it.
 
@@ -178,30 +177,6 @@ def group_by_context(pairs: Iterable[QAPair]) -> dict[str, list[QAPair]]:
 # ---------------------------------------------------------------- multiple choice
 
 
-@dataclass(frozen=True)
-class MCItem:
-    """A four-choice question; `gold` is the 1-based number of the right choice."""
-
-    question: str
-    choices: tuple[str, str, str, str]
-    gold: int
-    context: str = field(default="", compare=False)
-
-    @property
-    def instruction(self) -> str:
-        """The prompt shown to the model (the context only if the item carries one)."""
-        lines = [f"Context: {self.context.strip()}", ""] if self.context else []
-        lines += [f"Question: {self.question}", "Choices:"]
-        lines += [f"{i}. {choice}" for i, choice in enumerate(self.choices, 1)]
-        lines.append("Answer with the number.")
-        return "\n".join(lines)
-
-    @property
-    def answer_text(self) -> str:
-        """The ideal reply: the gold number followed by the choice."""
-        return f"{self.gold}. {self.choices[self.gold - 1]}"
-
-
 def build_multiple_choice(pairs_by_context: Mapping[str, Sequence[QAPair]], seed: int,
                           include_context: bool = True) -> list[MCItem]:
     """For each pair: its answer + 3 answers of sibling pairs as distractors, shuffled with `seed`.
@@ -225,26 +200,3 @@ def build_multiple_choice(pairs_by_context: Mapping[str, Sequence[QAPair]], seed
             keep_context = include_context and needs_context(pair.question)
             items.append(MCItem(pair.question, tuple(choices), gold, context if keep_context else ""))
     return items
-
-
-# ---------------------------------------------------------------- MMLU
-
-_LETTERS = "ABCD"
-
-
-def load_mmlu(csv_path: str | Path) -> list[MCItem]:
-    """MMLU items from a header-less CSV with rows `question,A,B,C,D,answer` (answer a letter)."""
-    items = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), 1):
-            if not row:
-                continue
-            if len(row) != 6 or row[5].strip().upper() not in _LETTERS:
-                raise ValueError(f"{csv_path}:{line_no}: expected question,A,B,C,D,answer; got {row!r}")
-            items.append(MCItem(row[0], tuple(row[1:5]), _LETTERS.index(row[5].strip().upper()) + 1))
-    return items
-
-
-def mmlu_as_instructions(items: Iterable[MCItem]) -> list[str]:
-    """Training texts: the multiple-choice instruction followed by the right answer."""
-    return [f"{item.instruction}\n{item.answer_text}" for item in items]
