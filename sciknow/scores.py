@@ -1,21 +1,15 @@
 """Scorers: turn a model's answer into a number.
 
 Each scorer is a pure function of strings, so it can be tested on hand-computed cases and reused by
-every task (keyword recall for the fictitious documents, ROUGE-2 / multiple choice / judge for Task 4).
+every task (keyword recall for the fictitious documents; ROUGE-2, multiple choice and the judge's prompt and
+reply for Task 4). Whatever calls a model sits beside the suites (`suites.judge_score`).
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sciknow.generate import Backend
-
-_log = logging.getLogger(__name__)
 
 
 def keyword_score(answer: str, keywords: Sequence[str]) -> float:
@@ -36,7 +30,7 @@ def mean_keyword_score(answers: Sequence[str], keyword_lists: Sequence[Sequence[
     return sum(map(keyword_score, answers, keyword_lists)) / len(answers)
 
 
-# --- Task 4 scorers: ROUGE-2, multiple choice, LLM judge ---
+# --- Task 4 scorers: ROUGE-2, multiple choice, the LLM judge's prompt and reply ---
 
 
 @lru_cache(maxsize=1)
@@ -104,20 +98,3 @@ def parse_judge_score(reply: str) -> float | None:
             value = float(match.group(1))
             return value / 10 if 0 <= value <= 10 else None
     return None
-
-
-def judge_score(backend: Backend, items: Sequence[tuple[str, str, str]], max_new_tokens: int = 128) -> list[float]:
-    """Judge grades (0-1) of (question, reference, prediction) items; unparseable replies give NaN.
-
-    The number of unparseable replies is logged; callers can count them with `math.isnan`.
-    """
-    prompts = [judge_prompt(q, ref, pred) for q, ref, pred in items]
-    replies = backend.complete(prompts, max_new_tokens) if prompts else []
-    scores = []
-    for reply in replies:
-        score = parse_judge_score(reply if isinstance(reply, str) else "")
-        scores.append(math.nan if score is None else score)
-    unparseable = sum(math.isnan(s) for s in scores)
-    if unparseable:
-        _log.warning("%d of %d judge replies had no parseable score", unparseable, len(scores))
-    return scores

@@ -16,6 +16,7 @@ plus a branch in `make_suite`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from .data import KnowledgeSet, Question
 from .evaluate import answer_and_score, generate_answers
 from .generate import Backend, OpenAICompatibleBackend
 from .paper_datasets import load_tests
-from .scores import judge_score, mc_choice, mc_correct, rouge2_f
+from .scores import judge_prompt, mc_choice, mc_correct, parse_judge_score, rouge2_f
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,6 +115,23 @@ def _asked(ksets: Sequence[KnowledgeSet], paraphrases: bool) -> list[tuple[str, 
 def make_judge(spec: Mapping[str, Any] | None) -> Backend | None:
     """A judge backend from an `EvalSpec.judge` dict ({"base_url", "model", "api_key_env"?, ...}), or None."""
     return OpenAICompatibleBackend(**dict(spec)) if spec else None
+
+
+def judge_score(backend: Backend, items: Sequence[tuple[str, str, str]], max_new_tokens: int = 128) -> list[float]:
+    """Judge grades (0-1) of (question, reference, prediction) items; unparseable replies give NaN.
+
+    The number of unparseable replies is logged; callers can count them with `math.isnan`.
+    """
+    prompts = [judge_prompt(q, ref, pred) for q, ref, pred in items]
+    replies = backend.complete(prompts, max_new_tokens) if prompts else []
+    scores = []
+    for reply in replies:
+        score = parse_judge_score(reply if isinstance(reply, str) else "")
+        scores.append(math.nan if score is None else score)
+    unparseable = sum(math.isnan(s) for s in scores)
+    if unparseable:
+        _log.warning("%d of %d judge replies had no parseable score", unparseable, len(scores))
+    return scores
 
 
 def _first(items: list[dict], n: int) -> list[dict]:

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from sciknow.scores import (judge_prompt, judge_score, keyword_score, mc_choice, mc_correct, mean_keyword_score,
+from sciknow.scores import (judge_prompt, keyword_score, mc_choice, mc_correct, mean_keyword_score,
                             parse_judge_score, rouge2_f)
+from sciknow.suites import judge_score
 
 
 def test_rouge2_identical_and_disjoint() -> None:
