@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles (lazy imports inside functions count), and notebooks run this checkout."""
+"""The package's shape: no import cycles and the core never imports the producers (lazy and type-hint imports
+count), and notebooks run this checkout."""
 from __future__ import annotations
 
 import ast
@@ -13,29 +14,47 @@ import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "sciknow"
+PRODUCERS = "make"  # sciknow/make/: pipelines that write the files the core reads
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name under sciknow ("config", "make.augment", "make" for its __init__) -> file."""
+    files = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name:
+            files[name] = path
+    return files
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the sciknow modules it imports anywhere in its code (top level, functions, TYPE_CHECKING aside)."""
-    modules = {p.stem: p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    """module -> the sciknow modules it imports anywhere in its code: top level, inside functions, and under
+    `if TYPE_CHECKING:` too (a type hint is a dependency of the reader, and a cycle through one is still a cycle)."""
+    modules = module_files()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         targets: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level == 1 or base.startswith("sciknow"):
-                    base = base.removeprefix("sciknow").lstrip(".")
-                    targets |= {base.split(".")[0]} if base else {a.name for a in node.names}
-            elif isinstance(node, ast.Import):
-                targets |= {a.name.split(".")[1] for a in node.names if a.name.startswith("sciknow.")}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name.removeprefix("sciknow.") for a in node.names if a.name.startswith("sciknow.")}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: "." is this package, ".." its parent
+                    base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                elif node.module == "sciknow" or (node.module or "").startswith("sciknow."):
+                    base = node.module.removeprefix("sciknow").lstrip(".")
+                else:
+                    continue
+                for alias in node.names:  # "from sciknow import io" imports the module io
+                    full = f"{base}.{alias.name}" if base else alias.name
+                    targets.add(full if full in modules else base)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
+
+
+def is_producer(module: str) -> bool:
+    return module == PRODUCERS or module.startswith(PRODUCERS + ".")
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -61,6 +80,30 @@ def test_no_import_cycles():
     graph = import_graph()
     print("\n".join(f"{m} -> {', '.join(sorted(t)) or '-'}" for m, t in sorted(graph.items())))
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_the_core_never_imports_the_producers():
+    upward = sorted(f"{m} -> {t}" for m, targets in import_graph().items() if not is_producer(m)
+                    for t in targets if is_producer(t))
+    assert not upward, f"core modules import sciknow.make: {upward}"
+
+
+def test_the_graph_sees_type_hint_relative_and_producer_imports(tmp_path, monkeypatch):
+    """The rules above are only as good as the graph: it must see every kind of import they guard against."""
+    fake = tmp_path / "sciknow"
+    (fake / "make").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "make" / "__init__.py").write_text("")
+    (fake / "make" / "writer.py").write_text("from ..core import f\nfrom . import other\n")
+    (fake / "make" / "other.py").write_text("")
+    (fake / "core.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .make.writer import W\n"
+                                  "def f():\n    from sciknow import plain\n")
+    (fake / "plain.py").write_text("import sciknow.core\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    graph = import_graph()
+    assert graph == {"make": set(), "make.writer": {"core", "make.other"}, "make.other": set(),
+                     "core": {"make.writer", "plain"}, "plain": {"core"}}
+    assert find_cycle(graph) == ["core", "make.writer", "core"]  # through the type hint
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
