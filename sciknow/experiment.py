@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import models, results
-from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
+from .config import SCHEMA_VERSION, RunConfig, identity_dict
 from .data import load_sets, training_texts
 from .suites import make_suite
 from .train import Diverged, EpochStats, levers, train
@@ -71,7 +71,6 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
     A diverged run is recorded with the epochs it finished; any other error is recorded as failed and re-raised.
     `on_epoch(entry)` runs after each evaluated epoch; if it raises `StopRun` the run ends as "pruned".
     """
-    check(config)  # again: list fields inside a frozen config can still have been changed in place
     if config.train.method == "deepspeed" and not _inside_deepspeed_launcher():
         return _run_with_deepspeed_launcher(config, results_path, run_id)
     record: dict[str, Any] = {

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import pytest
 
 from sciknow import experiment
-from sciknow.config import (SCHEMA_VERSION, DataSpec, EvalSpec, RunConfig, TrainSpec, field_names, migrate,
-                            parse_parameter)
+from sciknow.config import (LAYER_GROUPS, SCHEMA_VERSION, DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec,
+                            field_names, migrate, parse_parameter)
 
 # Each bad input, and the text the error must contain (the field, and the value where there is one).
 BAD = [
@@ -71,13 +72,42 @@ def test_sections_must_be_specs_not_dicts():
         RunConfig(train={"lr": 0.1})
 
 
-def test_configs_are_frozen_and_rechecked_at_run_time():
-    config = RunConfig()
+def test_configs_are_frozen_all_the_way_down():
+    """Lists are kept as tuples and dicts frozen, so a checked config stays checked: run() needs no second check."""
+    config = RunConfig.from_dict({"data": {"dataset": "runs/06", "genre_counts": {"a": 1}},
+                                  "eval": {"judge": {"base_url": "http://x"}}, "tags": {"docs": ["d1"], "n": {"x": 1}}})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train.lr = -5
-    config.data.contents.clear()  # a list inside a frozen config can still be changed in place...
-    with pytest.raises(ValueError, match=r"data.contents=\[\]"):
-        experiment.run(config)  # ...so run() checks again, before any model loads
+    assert config.train.layer_groups == LAYER_GROUPS and isinstance(config.data.contents, tuple)
+    for change in (lambda: config.data.genre_counts.update(a=-7), lambda: config.eval.judge.pop("base_url"),
+                   lambda: config.tags.__setitem__("n", 2), lambda: config.tags["n"].clear()):
+        with pytest.raises(TypeError, match="frozen"):
+            change()
+    with pytest.raises(AttributeError):
+        config.tags["docs"].append("d2")  # a tuple
+    assert RunConfig.from_dict(json.loads(config.to_json())) == config
+    assert config.to_dict()["tags"] == {"docs": ["d1"], "n": {"x": 1}} and type(config.to_dict()["tags"]) is dict
+    assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_each_section_checks_itself_before_any_runconfig_exists():
+    with pytest.raises(ValueError, match=r"invalid TrainSpec: train.lr=-1"):
+        TrainSpec(lr=-1)
+    with pytest.raises(ValueError, match=r"invalid DataSpec: data.contents=\[\]"):
+        DataSpec(contents=[])
+    with pytest.raises(ValueError, match=r"invalid EvalSpec: eval.book='half'"):
+        EvalSpec(book="half")
+    with pytest.raises(ValueError, match=r"data.contents='C1' \(expected list\[str\], got str\)"):
+        DataSpec(contents="C1")  # a string is not a list of ids: refused, not split into characters
+    assert DataSpec(contents=["C1", "C2"]).contents == ("C1", "C2")
+
+
+def test_rules_across_sections_stay_in_runconfig():
+    lora_nf4 = RunConfig(model=ModelSpec(precision="nf4"), train=TrainSpec(method="lora"))  # each section is fine
+    with pytest.raises(ValueError, match=r"invalid RunConfig: model.precision='nf4'"):
+        lora_nf4.replace(**{"train.method": "full"})
+    with pytest.raises(ValueError, match=r"invalid RunConfig: eval.suite='paper'"):
+        RunConfig(eval=EvalSpec(suite="paper"))
 
 
 def test_replace_checks_and_names_unknown_fields():

@@ -63,7 +63,7 @@ def test_two_documents_by_two_seeds_give_per_document_per_seed_rows(suite, tmp_p
     path = tmp_path / "results.jsonl"
     configs = experiment.replicate(condition(suite), ["alpha", "beta"], seeds=[0, 1])
     assert [(c.data.documents, c.train.seed) for c in configs] == [
-        (["alpha"], 0), (["beta"], 0), (["alpha"], 1), (["beta"], 1)]
+        (("alpha",), 0), (("beta",), 0), (("alpha",), 1), (("beta",), 1)]
     experiment.run_many(configs, path, progress=False)
     table = experiment.question_scores(configs, path)
     # 4 runs x 2 epochs x 1 question x (original + paraphrase)
@@ -74,7 +74,7 @@ def test_two_documents_by_two_seeds_give_per_document_per_seed_rows(suite, tmp_p
     summary = stats.summarize(table[table["variant"] == "original"], by=["epoch"])
     assert list(summary["n_documents"]) == [2, 2] and list(summary["n_seeds"]) == [2, 2]
     joint = experiment.replicate(condition(suite), ["alpha", "beta"], seeds=[0], joint=True)
-    assert [c.data.documents for c in joint] == [["alpha", "beta"]]
+    assert [c.data.documents for c in joint] == [("alpha", "beta")]
     record = experiment.run(joint[0], progress=False)
     assert record["n_texts"] == 2 and {p["document"] for p in record["predictions"]} == {"alpha", "beta"}
 

@@ -74,7 +74,7 @@ def test_task2_suggest_bounds_types_and_at_least_one_rules():
         d, t = config.data, config.train
         assert t.method == "lora" and config.tags["trial"] == trial.number
         assert d.contents and set(d.contents) <= set(CONTENTS)
-        assert d.contents == [c for c in CONTENTS if c in d.contents]  # file order = training order
+        assert d.contents == tuple(c for c in CONTENTS if c in d.contents)  # file order = training order
         assert t.layer_groups and set(t.layer_groups) <= set(LAYER_GROUPS)
         assert isinstance(d.n_irrelevant, int) and 1 <= d.n_irrelevant <= 5000
         assert isinstance(t.lora_r, int) and 1 <= t.lora_r <= 1024
@@ -82,10 +82,10 @@ def test_task2_suggest_bounds_types_and_at_least_one_rules():
         assert isinstance(t.lr, float) and 1e-5 <= t.lr <= 1e-2
         assert isinstance(t.epochs, int) and 1 <= t.epochs <= 30
         if i == 0:
-            assert d.contents == ["C1"] and t.layer_groups == [studies.FALLBACK_GROUP]
+            assert d.contents == ("C1",) and t.layer_groups == (studies.FALLBACK_GROUP,)
             assert config.tags["forced_content"] == "C1" and config.tags["forced_layer_group"] == "v_proj"
         else:
-            assert "forced_content" not in config.tags or d.contents == ["C1"]
+            assert "forced_content" not in config.tags or d.contents == ("C1",)
         n_low += d.n_irrelevant <= 71
         study.tell(trial, 0.0)
     assert 0.35 < n_low / 300 < 0.65  # log-scale sampling: about half the draws of N lie below sqrt(5000) ~ 71
