@@ -23,6 +23,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ METHODS = ("full", "lora", "deepspeed")
 LR_SCHEDULES = ("constant", "linear_per_epoch")
 PROMPT_STYLES = ("auto", "chat", "plain")
 SUITES = ("keywords", "paper")
+SUITE_OF_KIND = {"knowledge set": "keywords", "paper dataset": "paper"}  # what each kind of run is asked
 BOOKS = ("closed", "open", "both")  # closed-book answers, open-book (retrieval) answers, or both
 PROBES = ("mmlu", "perplexity", "locality")  # what training costs: see sciknow/probes.py
 # Mixed precision of the training steps over fp32 weights: "off" = fp32 (default: bf16 changed the results too
@@ -113,9 +115,14 @@ class DataSpec(_Section):
     dataset: str | None = None
     genre_counts: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """The kind of run these data make (sciknow.run_kinds): a "paper dataset" run when `dataset` is set, else a
+        "knowledge set" run."""
+        return "knowledge set" if self.dataset is None else "paper dataset"
+
     def _rules(self, need: _Rules) -> None:
-        # exactly one of the two modes
-        if self.dataset is not None:
+        if self.kind == "paper dataset":
             need(bool(self.dataset.strip()), "dataset", self.dataset, "must be a folder path, or null")
             need(bool(self.genre_counts), "genre_counts", self.genre_counts,
                  "a Task 4 dataset run needs counts per genre")
@@ -263,7 +270,7 @@ class RunConfig:
             section, _, name = key.rpartition(".")
             target = d.get(section) if section else d
             if not isinstance(target, dict) or name not in target:
-                raise ValueError(f"RunConfig.replace: unknown field {key!r}{_suggest(key, field_names())}")
+                raise ValueError(f"RunConfig.replace: unknown field {key!r}{did_you_mean(key, field_names())}")
             target[name] = value
         return RunConfig.from_dict(d)
 
@@ -298,15 +305,19 @@ class RunConfig:
         return cls.from_dict(migrate(record["config"], record.get("schema", 1)))
 
 
-def _suggest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def did_you_mean(name: str, valid: Sequence[str], list_valid: bool = False) -> str:
+    """The hint after an unknown name: " (did you mean 'x'?)" for the nearest valid name; when none is near,
+    " (expected one of a, b, ...)" with `list_valid`, else nothing (for long lists)."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (expected one of {', '.join(valid)})" if list_valid else ""
 
 
 def _refuse_unknown(d: dict[str, Any], valid: list[str], where: str) -> None:
     for key in d:
         if key not in valid:
-            raise ValueError(f"{where}: unknown field {key!r}{_suggest(str(key), valid)}")
+            raise ValueError(f"{where}: unknown field {key!r}{did_you_mean(str(key), valid)}")
 
 
 def field_names() -> list[str]:
@@ -454,8 +465,9 @@ def check(config: RunConfig) -> None:
         need = _Rules("")
         need(t.method == "lora" or m.precision not in ("nf4", "int8"), "model.precision", m.precision,
              "needs train.method='lora': quantized weights are frozen")
-        need(e.suite != "paper" or d.dataset is not None, "eval.suite", e.suite,
-             "'paper' needs data.dataset (a folder from notebook 06)")
+        need(e.suite == SUITE_OF_KIND[d.kind], "eval.suite", e.suite,
+             "'paper' needs data.dataset (a folder from notebook 06)" if e.suite == "paper" else
+             f"a {d.kind} run (data.dataset={d.dataset!r}) is asked by the {SUITE_OF_KIND[d.kind]!r} suite")
         try:
             json.dumps(config.tags, allow_nan=False)
         except (TypeError, ValueError) as err:

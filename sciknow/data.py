@@ -17,7 +17,6 @@ documents and no keyword occurs in another document's texts.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import stat
 import unicodedata
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_KNOWLEDGE_SET, POLYAI_SET, REPO_ROOT, SHARED_DIR, SUITE_DIR, DataSpec
+from .config import DEFAULT_KNOWLEDGE_SET, POLYAI_SET, REPO_ROOT, SHARED_DIR, SUITE_DIR, DataSpec, did_you_mean
 
 MAX_FILE_BYTES = 50_000_000  # a knowledge set is text written by people: anything larger is a wrong file
 ENGLISH_REWRITE_STYLES = ("original", "qa", "article", "interview", "textbook")
@@ -106,9 +105,7 @@ def _fields(obj: Any, allowed: Sequence[str], required: Sequence[str], where: st
         raise _fail(where, f"expected an object, got {_kind(obj)}")
     for key in obj:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-            raise _fail(where, f"unknown field {key!r}{hint}")
+            raise _fail(where, f"unknown field {key!r}{did_you_mean(key, allowed, list_valid=True)}")
     for key in required:
         if key not in obj:
             raise _fail(where, f"missing field '{key}'")
@@ -299,8 +296,7 @@ def load_suite(folder: str | Path, documents: Sequence[str] = ()) -> list[Knowle
         raise KnowledgeSetError(f"{folder}: no *.json documents in this suite folder")
     for name in documents:
         if name not in files:
-            close = difflib.get_close_matches(name, list(files), n=1)
-            raise KnowledgeSetError(f"{folder}: no document {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise KnowledgeSetError(f"{folder}: no document {name!r}{did_you_mean(name, list(files))}")
     every = [load_knowledge_set(p, strict=True) for p in files.values()]
     owner: dict[str, KnowledgeSet] = {}
     for a in every:
@@ -362,7 +358,7 @@ def irrelevant_source(name: str | None) -> str:
 def training_texts(data: DataSpec, ksets: Sequence[KnowledgeSet] | KnowledgeSet | None = None) -> list[str]:
     """The texts one run trains on: the chosen contents of each document (each `repeats` times), plus N
     irrelevant texts drawn by seed. Task 4 runs (`data.dataset`) are not knowledge-set runs: see paper_datasets."""
-    if data.dataset:
+    if data.kind != "knowledge set":
         raise ValueError("training_texts: data.dataset is a Task 4 run; use sciknow.paper_datasets.training_texts")
     if isinstance(ksets, KnowledgeSet):
         ksets = [ksets]

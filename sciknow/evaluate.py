@@ -212,6 +212,13 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
     return DynamicCache(ddp_cache_data=layers, config=model.config), mask, torch.cat(logits)
 
 
+def keyword_prediction(question: Question, prompt: str, answer: str) -> dict:
+    """One answer as recorded: question, the prompt as the model saw it, answer, keyword score, keywords found."""
+    return {"question_id": question.id, "question": question.question, "prompt": prompt, "answer": answer,
+            "score": keyword_score(answer, question.keywords),
+            "found": [k for k in question.keywords if k in answer], "keywords": list(question.keywords)}
+
+
 def answer_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -223,11 +230,7 @@ def answer_and_score(
     """Keyword score of the model on `questions` and every prediction (question, answer, per-question score)."""
     answers = generate_answers(model, tokenizer, [q.question for q in questions], max_new_tokens, batch_size,
                                prompt_style)
-    predictions = [
-        {"question_id": q.id, "question": q.question, "prompt": build_prompt(tokenizer, q.question, prompt_style),
-         "answer": a, "score": keyword_score(a, q.keywords),
-         "found": [k for k in q.keywords if k in a], "keywords": list(q.keywords)}
-        for q, a in zip(questions, answers)
-    ]
+    predictions = [keyword_prediction(q, build_prompt(tokenizer, q.question, prompt_style), a)
+                   for q, a in zip(questions, answers)]
     return sum(p["score"] for p in predictions) / len(predictions), predictions
 

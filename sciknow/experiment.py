@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 
 from . import models, results
 from .config import SCHEMA_VERSION, RunConfig, identity_dict
-from .data import load_sets, training_texts
-from .suites import make_suite
+from .run_kinds import run_kind
 from .train import Diverged, EpochStats, levers, train
 
 
@@ -115,34 +114,17 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
 
 
 class Evaluation:
-    """What a run is scored on, prepared once per run: the knowledge sets (or Task 4 dataset) it trains on and
-    is asked about, the retrieval index (open book) and the forgetting/locality probes."""
+    """What a run is scored on, prepared once per run: its kind (the texts it trains on and the suite that asks
+    it, see run_kinds) and the forgetting/locality probes."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        e, d = config.eval, config.data
-        # Files, questions and the retrieval index are read here: their errors come before a model loads.
-        self.ksets = None if d.dataset else load_sets(d)
-        self.index = None
-        if e.book != "closed":
-            from . import retrieval
-
-            # Distractors come from data.irrelevant_source when it is a JATS folder, else the shared PLOS corpus.
-            source = None if d.irrelevant_source == "knowledge_set" else d.irrelevant_source
-            passages = retrieval.passages_from_suite(self.ksets)
-            if e.retrieval_distractors:
-                passages += retrieval.distractor_passages(e.retrieval_distractors, d.irrelevant_seed, source)
-            self.index = retrieval.build_index(passages)
-        self.suite = make_suite(config, self.ksets, self.index)
+        self.kind = run_kind(config)  # files, questions and the retrieval index are read here, before a model loads
+        self.suite = self.kind.suite
         self.probes = None
 
     def training_texts(self) -> list[str]:
-        d = self.config.data
-        if d.dataset:
-            from . import paper_datasets
-
-            return paper_datasets.training_texts(d.dataset, d.genre_counts, d.irrelevant_seed)
-        return training_texts(d, self.ksets)
+        return self.kind.training_texts()
 
     def prepare(self, model, tokenizer) -> dict[str, float]:
         """Before training: the untrained model's probe metrics (and the answers locality compares against)."""

@@ -15,13 +15,13 @@ evaluation suites, sweeps) imports it, never the builder.
 """
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import corpus
+from .config import did_you_mean
 from .io import read_jsonl
 
 FORMAT = "sciknow-paperqa/1"  # manifest["format"] of the folders this module reads
@@ -40,11 +40,6 @@ class DatasetError(FileNotFoundError):
 
 def _missing(path: Path) -> DatasetError:
     return DatasetError(f"{path}: no built dataset here; run notebook 06 first (or set datasets_dir)")
-
-
-def _nearest(name: str, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (expected one of {valid})"
 
 
 def load_manifest(dataset: str | Path) -> dict[str, Any]:
@@ -73,7 +68,7 @@ def _rows(dataset: str | Path, relative: str) -> list[dict[str, Any]]:
 def load_genre(dataset: str | Path, genre: str) -> list[dict[str, Any]]:
     """The training texts of one genre, in file order."""
     if genre not in GENRES:
-        raise ValueError(f"unknown genre {genre!r}{_nearest(genre, GENRES)}")
+        raise ValueError(f"unknown genre {genre!r}{did_you_mean(genre, GENRES, list_valid=True)}")
     return _rows(dataset, f"genres/{genre}.jsonl")
 
 
@@ -91,7 +86,7 @@ def training_texts(dataset: str | Path, genre_counts: Mapping[str, int], seed: i
     """`genre_counts[g]` texts of each genre g drawn by `seed` (genres in `GENRES` order); -1 = all of them."""
     for genre in genre_counts:
         if genre not in GENRES:
-            raise ValueError(f"unknown genre {genre!r}{_nearest(genre, GENRES)}")
+            raise ValueError(f"unknown genre {genre!r}{did_you_mean(genre, GENRES, list_valid=True)}")
     texts: list[str] = []
     for i, genre in enumerate(GENRES):
         n = genre_counts.get(genre, 0)

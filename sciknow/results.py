@@ -52,24 +52,29 @@ def read(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _flatten(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with dotted keys ({"train": {"lr": 1}} -> {"train.lr": 1}); an empty dict stays
+    a value."""
+    out: dict[str, Any] = {}
     for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            _flatten(name + ".", value, out)
-        elif isinstance(value, list):
-            out[name] = ",".join(map(str, value))  # lists (content ids, layer groups) as one readable cell
-        else:
-            out[name] = value
+        out |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return out
+
+
+def _add_cells(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
+    """Table cells: `d` flattened into `out`, lists (content ids, layer groups) as one readable cell."""
+    for name, value in flatten(d, prefix).items():
+        if value != {}:
+            out[name] = ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _run_columns(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in ("run_id", "config_id", "task", "status", "error", "started_at", "wall_s",
                                       "best_score", "final_score", "n_texts")}
     config = record.get("config") or {}
-    _flatten("", config, row)
+    _add_cells("", config, row)
     if isinstance(config.get("tags"), dict):
-        _flatten("tag.", config["tags"], row)
+        _add_cells("tag.", config["tags"], row)
     return row
 
 
@@ -86,9 +91,9 @@ def epochs_table(path: str | Path) -> pd.DataFrame:
     for record in read(path):
         for epoch in record.get("per_epoch") or []:
             row = _run_columns(record)
-            _flatten("before.", record.get("metrics_before") or {}, row)
+            _add_cells("before.", record.get("metrics_before") or {}, row)
             row.update({k: v for k, v in epoch.items() if k not in ("predictions", "metrics")})
-            _flatten("", epoch.get("metrics") or {}, row)
+            _add_cells("", epoch.get("metrics") or {}, row)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -310,8 +310,7 @@ def answer_open_book(
     retrieved, else 0.0). `document_of` maps question id -> document id (a str: every question's document;
     None: recall is not measured and is NaN). Passages are cut to fit `max_context_tokens` (see `fit_passages`).
     """
-    from .evaluate import build_prompt, generate_answers
-    from .scores import keyword_score
+    from .evaluate import build_prompt, generate_answers, keyword_prediction
 
     if not questions:
         raise RetrievalError("answer_open_book: no questions")
@@ -325,12 +324,8 @@ def answer_open_book(
     predictions = []
     for q, hs, text, answer, doc in zip(questions, hits, texts, answers, own):
         recall = float("nan") if doc is None else float(any(h.document_id == doc for h in hs))
-        predictions.append({
-            "question_id": q.id, "question": q.question, "prompt": build_prompt(tokenizer, text, prompt_style),
-            "answer": answer, "score": keyword_score(answer, q.keywords),
-            "found": [kw for kw in q.keywords if kw in answer], "keywords": list(q.keywords),
-            "retrieved": [h.id for h in hs], "recall": recall,
-        })
+        predictions.append({**keyword_prediction(q, build_prompt(tokenizer, text, prompt_style), answer),
+                            "retrieved": [h.id for h in hs], "recall": recall})
     n = len(predictions)
     return (sum(p["score"] for p in predictions) / n, predictions, sum(p["recall"] for p in predictions) / n)
 

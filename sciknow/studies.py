@@ -21,7 +21,6 @@ A new study: write its space, suggest, baseline, objective and columns, then `re
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,18 +28,13 @@ from typing import Any, ClassVar
 
 import optuna
 
-from .config import LAYER_GROUPS, DataSpec, EvalSpec, RunConfig, TrainSpec
+from .config import LAYER_GROUPS, DataSpec, EvalSpec, RunConfig, TrainSpec, did_you_mean
 from .data import load_sets
 from .paper_datasets import GENRES, INSTRUCTION_GENRES, genre_sizes
 
 
 class SpaceError(ValueError):
     """A search space is invalid; the message names every bad field and its value."""
-
-
-def _nearest(name: str, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (expected one of {', '.join(valid)})"
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,8 @@ class Space:
         if not isinstance(d, dict):
             raise SpaceError(f"{where}: expected a JSON object, got {type(d).__name__} {d!r}")
         names = tuple(f.name for f in dataclasses.fields(cls))
-        unknown = [f"{where}: unknown field {k!r}{_nearest(str(k), names)}" for k in d if k not in names]
+        unknown = [f"{where}: unknown field {k!r}{did_you_mean(str(k), names, list_valid=True)}"
+                   for k in d if k not in names]
         if unknown:
             raise SpaceError("; ".join(unknown))
         return cls(**d)
@@ -114,7 +109,7 @@ def _check_range(value: Any, kind: type, log: bool) -> tuple[Any, str | None]:
 def _check_choices(value: Any, valid: tuple[str, ...]) -> list[str]:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
         return [f"{value!r} (expected a list of names)"]
-    problems = [f"unknown name {v!r}{_nearest(v, valid)}" for v in value if v not in valid]
+    problems = [f"unknown name {v!r}{did_you_mean(v, valid, list_valid=True)}" for v in value if v not in valid]
     if not value:
         problems.append("empty (choose at least one)")
     if len(set(value)) != len(value):
@@ -161,7 +156,7 @@ def register(study: StudyDef) -> StudyDef:
 
 def get(task: str) -> StudyDef:
     if task not in STUDIES:
-        raise ValueError(f"unknown study task {task!r}{_nearest(str(task), tuple(STUDIES))}")
+        raise ValueError(f"unknown study task {task!r}{did_you_mean(str(task), tuple(STUDIES), list_valid=True)}")
     return STUDIES[task]
 
 
@@ -221,9 +216,14 @@ def irrelevant_pool_size(base: RunConfig) -> int:
     return sum(len(corpus.chunk_words(p.introduction)) for p in papers if p.introduction)
 
 
+def _require_kind(base: RunConfig, kind: str, study: str) -> None:
+    if base.data.kind != kind:
+        raise ValueError(f"{study} search{'es' if study.startswith('Task ') else ''} {kind} runs: the base is a "
+                         f"{base.data.kind} run (data.dataset={base.data.dataset!r}, eval.suite={base.eval.suite!r})")
+
+
 def fit_lora_space(base: RunConfig, space: SearchSpace) -> SearchSpace:
-    if base.data.dataset:
-        raise ValueError(f"Tasks 2a/2b search knowledge-set runs: the base has data.dataset={base.data.dataset!r}")
+    _require_kind(base, "knowledge set", "Tasks 2a/2b")
     if not content_ids(base):
         raise ValueError(f"{base.data.knowledge_set}: its documents share no content id to search over")
     return space.capped(irrelevant_pool_size(base))
@@ -327,9 +327,7 @@ class Task4Space(Space):
 
 
 def fit_paper_space(base: RunConfig, space: Task4Space) -> Task4Space:
-    if not base.data.dataset or base.eval.suite != "paper":
-        raise ValueError("Task 4 needs a base with data.dataset (a folder built by notebook 06) and eval.suite="
-                         f"'paper'; got dataset={base.data.dataset!r}, suite={base.eval.suite!r}")
+    _require_kind(base, "paper dataset", "Task 4")  # a dataset built by notebook 06, asked by the paper suite
     available = genre_sizes(base.data.dataset)  # a missing dataset fails here, before any study is opened
     if not any(available.get(g, 0) for g in space.genres):
         raise ValueError(f"{base.data.dataset}: none of the searched genres {list(space.genres)} has a text")

@@ -1,6 +1,6 @@
 """Evaluation suites: what a trained model is asked and how its answers are scored, behind one small interface.
 
-    suite = make_suite(config, ksets, index)    # built once per run (test items loaded, judge made)
+    suite = run_kinds.run_kind(config).suite    # built once per run (test items loaded, judge made)
     result = suite.evaluate(model, tokenizer)   # after each epoch -> SuiteResult(score, predictions, metrics)
 
 * "keywords" (Tasks 1-3, the suite study): the questions of the knowledge set(s), answered greedily, closed-book
@@ -10,8 +10,8 @@
   descriptive Q&A; metrics = multiple-choice accuracy, MMLU accuracy and, with `eval.judge`, an LLM judge's
   0-1 grade of the descriptive answers. A test set with no items scores NaN (the record stores null).
 
-`config.eval.suite` names the suite; a new suite is a class with `evaluate(model, tokenizer) -> SuiteResult`
-plus a branch in `make_suite`.
+Each kind of run (`run_kinds`) makes its suite; a new suite is a class with `evaluate(model, tokenizer) ->
+SuiteResult`, made by the kind of run it asks.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import EvalSpec, RunConfig
+from .config import EvalSpec
 from .data import KnowledgeSet, Question
 from .evaluate import answer_and_score, generate_answers
 from .generate import Backend, OpenAICompatibleBackend
@@ -195,18 +195,3 @@ class PaperSuite:
             metrics["judge"] = sum(valid) / len(valid) if valid else math.nan
             metrics["judge_unparseable"] = len(grades) - len(valid)
         return SuiteResult(metrics["rouge2"], predictions, metrics)
-
-
-def make_suite(config: RunConfig, ksets: Sequence[KnowledgeSet] | None, index=None) -> Suite:
-    """The suite `config.eval.suite` names: "keywords" (asks the questions of `ksets`; open book needs `index`) or
-    "paper" (reads `config.data.dataset`)."""
-    e = config.eval
-    if e.suite == "paper":
-        if not config.data.dataset:
-            raise ValueError("eval.suite='paper' needs data.dataset (a folder built by notebook 06)")
-        return PaperSuite(config.data.dataset, e, make_judge(e.judge))
-    if e.suite == "keywords":
-        if not ksets:
-            raise ValueError("eval.suite='keywords' needs the knowledge set(s) whose questions it asks")
-        return KeywordSuite(ksets, e, index)
-    raise ValueError(f"eval.suite={e.suite!r} (expected 'keywords' or 'paper')")

@@ -151,18 +151,9 @@ class Setup:
                    d.get("pruner", "none"), d.get("results", ""), d.get("forgetting_penalty", 0.0))
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        out |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
-    return out
-
-
 def differences(recorded: dict[str, Any], requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """'field: recorded X, requested Y' for every (dotted) field in which two setups differ."""
-    a, b = _flatten(recorded), _flatten(requested)
+    a, b = results.flatten(recorded), results.flatten(requested)
     return [f"{k}: recorded {a.get(k)!r}, requested {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and k.split(".")[0] not in ignore]
 

@@ -96,8 +96,8 @@ def test_the_graph_sees_type_hint_relative_and_producer_imports(tmp_path, monkey
     (fake / "make" / "__init__.py").write_text("")
     (fake / "make" / "writer.py").write_text("from ..core import f\nfrom . import other\n")
     (fake / "make" / "other.py").write_text("")
-    (fake / "core.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .make.writer import W\n"
-                                  "def f():\n    from sciknow import plain\n")
+    (fake / "core.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                  "    from .make.writer import W\ndef f():\n    from sciknow import plain\n")
     (fake / "plain.py").write_text("import sciknow.core\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     graph = import_graph()

@@ -75,7 +75,8 @@ def test_sections_must_be_specs_not_dicts():
 def test_configs_are_frozen_all_the_way_down():
     """Lists are kept as tuples and dicts frozen, so a checked config stays checked: run() needs no second check."""
     config = RunConfig.from_dict({"data": {"dataset": "runs/06", "genre_counts": {"a": 1}},
-                                  "eval": {"judge": {"base_url": "http://x"}}, "tags": {"docs": ["d1"], "n": {"x": 1}}})
+                                  "eval": {"suite": "paper", "judge": {"base_url": "http://x"}},
+                                  "tags": {"docs": ["d1"], "n": {"x": 1}}})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train.lr = -5
     assert config.train.layer_groups == LAYER_GROUPS and isinstance(config.data.contents, tuple)

@@ -97,8 +97,9 @@ def test_task2_fit_caps_n_by_the_pool_and_checks_the_base():
     assert studies.SearchSpace(n_irrelevant=(1, 5)).capped(10).n_irrelevant == (1, 5)
     with pytest.raises(studies.SpaceError, match="pool holds 10 texts"):
         studies.SearchSpace(n_irrelevant=(20, 30)).capped(10)
-    with pytest.raises(ValueError, match="Tasks 2a/2b search knowledge-set runs"):
-        studies.fit_lora_space(RunConfig(data=DataSpec(dataset="x", genre_counts={"abstract-target": 1})),
+    with pytest.raises(ValueError, match="Tasks 2a/2b search knowledge set runs: the base is a paper dataset run"):
+        studies.fit_lora_space(RunConfig(data=DataSpec(dataset="x", genre_counts={"abstract-target": 1}),
+                                         eval=EvalSpec(suite="paper")),
                                studies.SearchSpace())
 
 
@@ -118,7 +119,7 @@ def test_objective_values():
     assert studies.robustness_value(0.5, at(1000)) == pytest.approx(1.5)
     assert studies.robustness_value(0.14, at(100), floor=0.14) == 0.0  # learning nothing earns nothing
     assert studies.robustness_value(0.64, at(100), floor=0.14) == pytest.approx(1.0)
-    counts = lambda c: RunConfig(data=DataSpec(dataset="d", genre_counts=c))  # noqa: E731
+    counts = lambda c: RunConfig(data=DataSpec(dataset="d", genre_counts=c), eval=EvalSpec(suite="paper"))  # noqa: E731
     assert studies.paper_value(0.5, counts({"abstract-target": 1}), 0.2) == 0.0  # log10(1) = 0
     assert studies.paper_value(0.3, counts({"abstract-target": 60, "instructions": 40}), 0.1) == pytest.approx(0.4)
     assert studies.paper_value(0.1, counts({"instructions": 10}), 0.3) == pytest.approx(-0.2)
@@ -173,7 +174,7 @@ def test_task4_baseline_and_fit(dataset, tmp_path):
     assert studies.fit_paper_space(base, space) == space
     with pytest.raises(DatasetError, match="run notebook 06 first"):
         studies.fit_paper_space(paper_base(tmp_path / "nowhere"), space)
-    with pytest.raises(ValueError, match="Task 4 needs a base with data.dataset"):
+    with pytest.raises(ValueError, match="Task 4 searches paper dataset runs: the base is a knowledge set run"):
         studies.fit_paper_space(RunConfig(train=TrainSpec(method="lora"), eval=EvalSpec()), space)
     with pytest.raises(ValueError, match="--dataset"):
         studies.paper_base(None)

@@ -7,9 +7,10 @@ import pytest
 
 from sciknow import experiment, models, suites
 from sciknow.config import DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec
-from sciknow.data import load_knowledge_set
+from sciknow.data import load_knowledge_set, training_texts
 from sciknow.evaluate import answer_and_score
 from sciknow.paper_datasets import DatasetError, load_tests
+from sciknow.run_kinds import KnowledgeSetRun, run_kind
 from sciknow.studies import PARTIAL_GROUPS
 from test_paper_datasets import FILES, build_small
 
@@ -64,15 +65,25 @@ def test_score_paper_answers_hand_computed():
 def test_keyword_suite_is_answer_and_score(tiny):
     config = RunConfig(model=TINY, eval=EvalSpec(max_new_tokens=4))
     kset = load_knowledge_set(config.data.knowledge_set)
-    suite = suites.make_suite(config, [kset])
+    suite = run_kind(config).suite
     assert isinstance(suite, suites.KeywordSuite)
     result = suite.evaluate(tiny.model, tiny.tokenizer)
     score, predictions = answer_and_score(tiny.model, tiny.tokenizer, kset.questions, 4)
     tagged = [{"document": kset.name, "variant": "original", "book": "closed", **p} for p in predictions]
     assert (result.score, result.predictions, result.metrics) == (score, tagged, None)
     assert len(result.predictions) == len(kset.questions)
-    with pytest.raises(ValueError, match="needs the knowledge set"):
-        suites.make_suite(config, None)
+    with pytest.raises(ValueError, match="needs at least one question"):
+        suites.KeywordSuite([], config.eval)
+
+
+def test_a_kind_of_run_owns_its_texts_and_its_suite_and_is_asked_by_its_own_suite():
+    config = RunConfig(model=TINY, data=DataSpec(contents=["C2", "C1"], repeats=2))
+    kind = run_kind(config)
+    assert isinstance(kind, KnowledgeSetRun) and isinstance(kind.suite, suites.KeywordSuite)
+    assert kind.training_texts() == training_texts(config.data) and len(kind.training_texts()) == 4
+    with pytest.raises(ValueError, match=r"eval.suite='keywords' \(a paper dataset run \(data.dataset='d'\) is "
+                                         r"asked by the 'paper' suite\)"):
+        RunConfig(data=DataSpec(dataset="d", genre_counts={"abstract-target": 1}))
 
 
 class FakeJudge:
@@ -87,7 +98,7 @@ class FakeJudge:
 @needs_plos
 def test_paper_suite_subsets_metrics_and_judge(dataset, tiny):
     config = paper_config(dataset)
-    suite = suites.make_suite(config, None)
+    suite = run_kind(config).suite
     assert isinstance(suite, suites.PaperSuite) and suite.judge is None  # no judge configured
     tests = load_tests(dataset)
     assert suite.tests["qa"] == tests["qa"][:2] and suite.tests["mmlu"] == tests["mmlu"][:3]
@@ -108,7 +119,7 @@ def test_paper_suite_subsets_metrics_and_judge(dataset, tiny):
 @needs_plos
 def test_paper_suite_judge_is_made_once_from_the_config(dataset):
     config = paper_config(dataset, judge={"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "NONE"})
-    suite = suites.make_suite(config, None)
+    suite = run_kind(config).suite
     assert suite.judge.base_url == "http://127.0.0.1:9/v1" and suite.judge.model == "m"
     assert suites.make_judge(None) is None
 
@@ -117,7 +128,7 @@ def test_paper_suite_without_dataset_says_to_build_one(tmp_path):
     config = RunConfig(task="4", data=DataSpec(dataset=str(tmp_path), genre_counts={"abstract-target": 1}),
                        train=TrainSpec(method="lora"), eval=EvalSpec(suite="paper"))
     with pytest.raises(DatasetError, match="run notebook 06 first"):
-        suites.make_suite(config, None)
+        run_kind(config)
 
 
 @needs_plos

@@ -24,7 +24,8 @@ The knowledge set is validated by `sciknow.data.load_knowledge_set(strict=True)`
 before it is written, atomically.
 
     python -m sciknow.make.augment my_doc.txt -o my_set.json --writer qwen2.5-coder-0.5b-instruct
-    python -m sciknow.make.augment paper.xml --section introduction -o my_set.json --base-url http://localhost:8000/v1 \\
+    python -m sciknow.make.augment paper.xml --section introduction -o my_set.json \\
+        --base-url http://localhost:8000/v1 \\
         --model Qwen/Qwen2.5-7B-Instruct
 """
 from __future__ import annotations
