@@ -10,7 +10,8 @@ A suite is a folder of such files, one document each (data/knowledge/suite/).
 Loading is the one validator (data/knowledge/check_knowledge.py calls it too). It refuses, naming the file and
 the field: unknown fields (with the nearest valid name), wrong types (null, numbers, NaN, lists where text is
 expected: nothing is coerced), duplicate JSON keys, lone surrogates and control characters, ids and keywords
-with surrounding spaces, duplicate ids, unknown content ids. `strict=True` (every suite document) adds the
+with surrounding spaces, duplicate ids (a text's id is unique across contents and irrelevant texts), unknown
+content ids, styles outside `STYLES` and languages that are not ISO 639 codes. `strict=True` (every suite document) adds the
 rules that make a set a fair test: every keyword occurs in the original and in each English rewrite, and no
 keyword occurs, ignoring case, in any question or paraphrase. A suite adds: keywords are unique across
 documents and no keyword occurs in another document's texts.
@@ -18,6 +19,7 @@ documents and no keyword occurs in another document's texts.
 from __future__ import annotations
 
 import json
+import re
 import stat
 import unicodedata
 from collections.abc import Sequence
@@ -29,6 +31,11 @@ from .config import DEFAULT_KNOWLEDGE_SET, POLYAI_SET, REPO_ROOT, SHARED_DIR, SU
 
 MAX_FILE_BYTES = 50_000_000  # a knowledge set is text written by people: anything larger is a wrong file
 ENGLISH_REWRITE_STYLES = ("original", "qa", "article", "interview", "textbook")
+# A content's style: the original, a rewrite (the PolyAI set adds casual and narrative) or a translation; an
+# irrelevant text's style is "irrelevant". Languages are ISO 639 codes (2 letters, or 3 where 639-1 has none: hmn).
+STYLES = (*ENGLISH_REWRITE_STYLES, "casual", "narrative", "translation")
+IRRELEVANT_STYLES = ("irrelevant",)
+_LANG = re.compile(r"[a-z]{2,3}")
 
 
 class KnowledgeSetError(ValueError):
@@ -161,12 +168,15 @@ def _texts(raw: dict, key: str, where: str, required: bool, irrelevant: bool = F
         at = f"{where}.{key}[{i}]"
         allowed, needed = (IRRELEVANT_FIELDS, ("id", "text")) if irrelevant else (CONTENT_FIELDS, CONTENT_FIELDS)
         item = _fields(item, allowed, needed, at)
-        out.append(Content(
-            id=_name(item["id"], f"{at}.id"),
-            style=_name(item.get("style", "irrelevant"), f"{at}.style"),
-            lang=_name(item.get("lang", "en"), f"{at}.lang"),
-            text=_text(item["text"], f"{at}.text", prose=True),
-        ))
+        style = _name(item.get("style", "irrelevant"), f"{at}.style")
+        styles = IRRELEVANT_STYLES if irrelevant else STYLES
+        if style not in styles:
+            raise _fail(f"{at}.style", f"unknown style {style!r}{did_you_mean(style, styles, list_valid=True)}")
+        lang = _name(item.get("lang", "en"), f"{at}.lang")
+        if not _LANG.fullmatch(lang):
+            raise _fail(f"{at}.lang", f"{lang!r} is not an ISO 639 code (2 or 3 lowercase letters: en, es, hmn)")
+        out.append(Content(id=_name(item["id"], f"{at}.id"), style=style, lang=lang,
+                           text=_text(item["text"], f"{at}.text", prose=True)))
     return tuple(out)
 
 
@@ -249,7 +259,9 @@ def load_knowledge_set(path: str | Path, strict: bool = False) -> KnowledgeSet:
     extra = _texts(raw, "extra_translations", where, required=False)
     irrelevant = _texts(raw, "irrelevant_texts", where, required=False, irrelevant=True)
     questions = _questions(raw, where, {c.id for c in contents + extra})
-    for key, group in (("contents", contents + extra), ("questions", questions), ("irrelevant_texts", irrelevant)):
+    # a text's id names one text: contents, extra translations and irrelevant texts share one id space
+    for key, group in (("contents", contents + extra), ("questions", questions),
+                       ("contents and irrelevant_texts", contents + extra + irrelevant)):
         ids = [x.id for x in group]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

@@ -68,6 +68,18 @@ def _broken(mutate):
     (_broken(lambda d: d["questions"][0].update(keywords=[])), "questions[0].keywords"),
     (_broken(lambda d: d["questions"][0].update(content_ids=["C9"])), "questions[0].content_ids: unknown content id 'C9'"),
     (_broken(lambda d: d["contents"].append(dict(d["contents"][0]))), "contents: duplicate id(s) ['C1']"),
+    # a new user's slips: a misspelt style, a language that is not a code, an irrelevant text reusing a content id
+    (_broken(lambda d: d["contents"][1].update(style="orignal")),
+     "contents[1].style: unknown style 'orignal' (did you mean 'original'?)"),
+    (_broken(lambda d: d["contents"][1].update(style="poem")),
+     "contents[1].style: unknown style 'poem' (expected one of"),
+    (_broken(lambda d: d["contents"][1].update(lang="english!!")),
+     "contents[1].lang: 'english!!' is not an ISO 639 code"),
+    (_broken(lambda d: d["contents"][1].update(lang="EN")), "contents[1].lang: 'EN' is not an ISO 639 code"),
+    (_broken(lambda d: d["irrelevant_texts"][0].update(style="original")),
+     "irrelevant_texts[0].style: unknown style 'original' (expected one of irrelevant)"),
+    (_broken(lambda d: d["irrelevant_texts"][0].update(id="C2")),
+     "contents and irrelevant_texts: duplicate id(s) ['C2']"),
     ("é".encode("latin-1") + b'{"name": 1}', "not UTF-8"),
     (b'{"name": ', "invalid JSON"),
 ])
