@@ -242,6 +242,16 @@ def test_collect_keeps_plain_cc_by_and_resumes(client: EuropePMC, server: FakeEu
     assert set(read_manifest(tmp_path)) == {"PMC9900001", "PMC9900002"}
 
 
+def test_collect_with_a_query_of_ones_own(client: EuropePMC, server: FakeEuropePMC, tmp_path: Path) -> None:
+    """Notebook 06's `query`: the user's search replaces journals and keywords; open access and CC BY stay."""
+    out = collect(tmp_path, client=client, max_results=None, progress=False, query=" perovskite solar ")
+    assert out["query"] == '(perovskite solar) AND OPEN_ACCESS:y AND LICENSE:"cc by"'
+    assert {p["query"] for path, p, _ in server.requests if path == "/rest/search"} == {out["query"]}
+    assert [p.name for p in out["paths"]] == ["PMC9900001.xml", "PMC9900002.xml"]
+    with pytest.raises(ValueError, match="query is empty"):
+        collect(tmp_path, client=client, query="  ")
+
+
 # ---------------------------------------------------------------- bad answers and bad files
 
 

@@ -262,16 +262,20 @@ def read_manifest(cache_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def collect(cache_dir: str | Path, client: EuropePMC | None = None, journals: Sequence[str] = PAPER_JOURNALS,
             keywords: Sequence[str] = PAPER_KEYWORDS, max_results: int | None = 200, strict_cc_by: bool = True,
-            progress: bool = True) -> dict[str, Any]:
-    """Search the paper's journals and keywords (open access, CC BY) and download the JATS full text of every hit
-    into `cache_dir` (resumable: cached files are not fetched again). The licence search also matches BY-NC/ND
-    variants; `strict_cc_by` keeps plain CC BY only. Returns paths, skipped (non-CC-BY) PMCIDs and failures."""
+            progress: bool = True, query: str | None = None) -> dict[str, Any]:
+    """Search the paper's journals and keywords (or your own Europe PMC `query` instead), open access and CC BY,
+    and download the JATS full text of every hit into `cache_dir` (resumable: cached files are not fetched again).
+    The licence search also matches BY-NC/ND variants; `strict_cc_by` keeps plain CC BY only. Returns paths,
+    skipped (non-CC-BY) PMCIDs and failures."""
+    if query is not None and not query.strip():
+        raise ValueError("query is empty: give a Europe PMC search, or None for the paper's journals and keywords")
     client = client or EuropePMC()
-    records = client.search(build_query(journals, keywords), max_results=max_results)
+    search = build_query(journals, keywords) if query is None else f"({query.strip()}) AND {build_query((), ())}"
+    records = client.search(search, max_results=max_results)
     kept = [r for r in records if is_cc_by(r)] if strict_cc_by else records
     skipped = [r.get("pmcid") or r.get("id", "") for r in records if r not in kept]
     paths, failures = client.download_all(kept, cache_dir, progress=progress)
-    return {"query": build_query(journals, keywords), "found": len(records), "paths": paths,
+    return {"query": search, "found": len(records), "paths": paths,
             "skipped_license": skipped, "failures": failures}
 
 
@@ -281,10 +285,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sciknow.make.europepmc",
                                      description="Download the paper's open-access corpus (JATS XML) from Europe PMC.")
     parser.add_argument("cache_dir", help="folder for {PMCID}.xml files and manifest.jsonl (re-running resumes)")
+    parser.add_argument("--query", help="your own Europe PMC search instead of the paper's journals and keywords")
     parser.add_argument("--max-results", type=int, default=200)
     parser.add_argument("--any-cc-by", action="store_true", help="also keep CC BY-NC / BY-ND / BY-SA articles")
     args = parser.parse_args(argv)
-    out = collect(args.cache_dir, max_results=args.max_results, strict_cc_by=not args.any_cc_by)
+    out = collect(args.cache_dir, max_results=args.max_results, strict_cc_by=not args.any_cc_by, query=args.query)
     print(f"{out['found']} found, {len(out['paths'])} in {args.cache_dir}, {len(out['skipped_license'])} skipped "
           f"(licence), {len(out['failures'])} failed")
     for pmcid, reason in out["failures"]:
