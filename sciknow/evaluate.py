@@ -7,9 +7,8 @@ Evaluation is where a sweep spends much of its time, so decoding is batched and 
   * decoding runs greedily on that batch with the KV cache, and a row leaves the batch as soon as it emits an
     end token (or, for plain prompts, starts a new "Question:"), so later steps only compute rows still talking.
 `model.generate` keeps computing finished rows until the longest answer ends and reads every prompt padded to
-the longest one; transformers' continuous batching (`generate_batch`) avoids both but is tuned for GPUs. On the
-50-question MMLU benchmark (SmolLM2-135M, 2 CPU threads) `generate` at batch 50 took 42 s, `generate_batch`
-60 s, this loop 29 s, with the same answers (benchmarks/).
+the longest one; transformers' continuous batching (`generate_batch`) avoids both but is tuned for GPUs (the
+three timed on CPU: README, Performance).
 Greedy decoding makes answers reproducible; the tests check them token for token against `model.generate`.
 """
 from __future__ import annotations

@@ -10,7 +10,8 @@
   object (`null`, `[1]`) are skipped with a warning naming the file and line, or raise with `strict=True`.
 * `http_request`: one HTTP request with an overall deadline, a response size cap, and retries of 429/5xx and
   connection errors (one Retry-After rule, `retry_delay`, with exponential backoff); credentials masked in
-  every message. Standard library only (urllib).
+  every message. Standard library only (urllib): urllib3's `Retry` has the retry rule but neither a deadline
+  over all attempts nor a body size cap, and those two are most of this code.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Load models by name, hub id or path; attach LoRA adapters by layer group; reset between runs.
 
-Offline models ship inside PyPI packages as GGUF files. transformers dequantizes them to fp32 on load (slow,
-~35 s), so the first load converts once into a safetensors folder under the user cache and later loads read
+Offline models ship inside PyPI packages as GGUF files. transformers dequantizes them to fp32 on load (slow:
+README, Models), so the first load converts once into a safetensors folder under the user cache and later loads read
 that folder. A process keeps one loaded model and hands out fresh copies of it per run (`trainable`):
 LoRA adapters are removed afterwards, full-parameter weights are restored from a CPU snapshot.
 """
