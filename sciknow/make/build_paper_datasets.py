@@ -318,6 +318,26 @@ def _paper_entry(p: corpus.Paper, group: str) -> dict[str, Any]:
             "license": p.license, "license_url": p.license_url, "file": p.source.name}
 
 
+def _qa_counts(result: _QA) -> dict[str, Any]:
+    """What the Q&A step generated, parsed and dropped as repeats (in the manifest's key order)."""
+    s = result.stats
+    return {"generations": s.generations, "pairs": s.pairs, "malformed_generations": s.malformed_generations,
+            "dropped_pairs": s.dropped_pairs, "duplicate_questions": result.duplicates,
+            "similar_questions": result.near_duplicates}
+
+
+def _duplicate_rate(result: _QA) -> float | None:
+    pairs = result.stats.pairs
+    return round((result.duplicates + result.near_duplicates) / pairs, 3) if pairs else None
+
+
+def _mmlu_counts(mmlu: _MMLU) -> dict[str, Any]:
+    return {"source": mmlu.source, "subjects": mmlu.subjects, "items": mmlu.items, "test": len(mmlu.test),
+            "train": len(mmlu.train),
+            # training items whose question text equals a held-out one (MMLU repeats a few stems)
+            "dropped_same_question_as_test": mmlu.items - len(mmlu.test) - len(mmlu.train)}
+
+
 def build_datasets(
     corpus_dir_or_papers: str | Path | Sequence[str | Path] | Sequence[corpus.Paper],
     out_dir: str | Path,
@@ -379,7 +399,6 @@ def build_datasets(
         write_jsonl(out / "genres" / f"{genre}.jsonl", rows)
     for name, rows in tests.items():
         write_jsonl(out / "tests" / f"{name}.jsonl", rows)
-    s = qa_result.stats
     manifest = {
         "format": FORMAT,
         "source": source,
@@ -395,19 +414,12 @@ def build_datasets(
         "translation_failures": translation_failures,
         "generation_backend": backend_name or (repr(backend) if backend is not None else None),
         "qa": {"passage_words": qa_passage_words, "passages": len(qa_result.passages), "per_passage": qa_per_passage,
-               "max_new_tokens": qa_max_new_tokens, "generations": s.generations, "pairs": s.pairs,
-               "malformed_generations": s.malformed_generations, "dropped_pairs": s.dropped_pairs,
-               "duplicate_questions": qa_result.duplicates, "similar_questions": qa_result.near_duplicates,
-               "similarity_threshold": qa_similarity,
-               "duplicate_rate": round((qa_result.duplicates + qa_result.near_duplicates) / s.pairs, 3)
-               if s.pairs else None,
-               "seconds": round(qa_seconds, 1), "train_pairs": len(qa_result.train),
-               "test_pairs": len(qa_result.test), "test_fraction": qa_test_fraction,
-               "train_mc_items": len(qa_result.train_mc), "all_mc_items": len(qa_result.all_mc)},
-        "mmlu": {"source": mmlu.source, "subjects": mmlu.subjects, "items": mmlu.items, "test": len(mmlu.test),
-                 "train": len(mmlu.train),
-                 # training items whose question text equals a held-out one (MMLU repeats a few stems)
-                 "dropped_same_question_as_test": mmlu.items - len(mmlu.test) - len(mmlu.train)},
+               "max_new_tokens": qa_max_new_tokens, **_qa_counts(qa_result), "similarity_threshold": qa_similarity,
+               "duplicate_rate": _duplicate_rate(qa_result), "seconds": round(qa_seconds, 1),
+               "train_pairs": len(qa_result.train), "test_pairs": len(qa_result.test),
+               "test_fraction": qa_test_fraction, "train_mc_items": len(qa_result.train_mc),
+               "all_mc_items": len(qa_result.all_mc)},
+        "mmlu": _mmlu_counts(mmlu),
         "test_overlap_dropped": overlap_dropped,
         "counts": {"genres": {g: len(rows) for g, rows in genres.items()},
                    "tests": {n: len(rows) for n, rows in tests.items()}},
