@@ -272,7 +272,7 @@ def attach_lora(model: PreTrainedModel, train: TrainSpec):
 
 def _refuse_offloaded(model: PreTrainedModel) -> None:
     """accelerate keeps CPU- or disk-offloaded weights outside the parameters (SCIKNOW_DEVICE_MAP=auto on a model
-    larger than the GPUs): they can be answered with, not trained or snapshotted."""
+    larger than the GPUs): they can answer (an untrained baseline), not be trained or snapshotted."""
     placement = getattr(model, "hf_device_map", None) or {}
     on_gpu = any(where not in ("cpu", "disk") for where in placement.values())
     offloaded = {name: where for name, where in placement.items() if where == "disk" or (where == "cpu" and on_gpu)}
@@ -294,7 +294,11 @@ def trainable(loaded: LoadedModel, train: TrainSpec) -> Iterator[torch.nn.Module
     """Yield a model ready to train for one run; afterwards the base model is exactly as it was.
 
     Under DeepSpeed the engine partitions the weights in place (ZeRO-3): the launcher's child process runs once,
-    so there is no snapshot to restore, and the partitioned model is not kept for another run."""
+    so there is no snapshot to restore, and the partitioned model is not kept for another run. An untrained
+    baseline (epochs 0) changes nothing: it gets the base model as it is (offloaded weights included)."""
+    if train.epochs == 0 and train.method != "deepspeed":
+        yield loaded.model
+        return
     _refuse_offloaded(loaded.model)
     if train.method == "deepspeed":
         try:

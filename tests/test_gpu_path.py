@@ -116,6 +116,8 @@ def test_training_a_model_with_offloaded_weights_is_refused(tmp_path):
         with pytest.raises(ValueError, match="offloaded.*model.layers.1.*disk"):
             with models.trainable(loaded, TrainSpec(method=method, lora_r=2, layer_groups=["v_proj"])):
                 pass
+        with models.trainable(loaded, TrainSpec(method=method, epochs=0)) as untrained:  # a baseline can answer
+            assert untrained is model
 
 
 class LiveTensorBytes(TorchDispatchMode):
