@@ -6,8 +6,9 @@ no hub download) it runs, each through `experiment.run` on two contents of one s
 full-parameter training (fp32 weights, bf16 autocast, TF32, gradient checkpointing), LoRA on bf16 weights, nf4
 QLoRA through bitsandbytes on CUDA, DeepSpeed ZeRO-3 on one GPU (the one-GPU config, and the paper's CPU-offload
 config), each followed by batched answering of 10 questions. Every step asserts that the loss went down,
-that answers were produced, and the levers its record reports (TF32, autocast, ZeRO-3's gathered evaluation). It
-prints a table of training and answering tokens/s and peak GPU memory, and exits 1 when any step failed, 2 when
+that answers were produced, and the levers its record reports (TF32, autocast, ZeRO-3's gathered evaluation);
+then the DeepSpeed steps must answer at least GATHERED_EVAL_MIN_SPEED of the LoRA steps' speed, and fp32 matmuls
+must run TF32_MIN_SPEEDUP faster than at full precision (on GPUs with TF32). It prints a table of training and answering tokens/s and peak GPU memory, and exits 1 when any step failed, 2 when
 there is no CUDA device (nothing was checked), 0 otherwise.
 """
 from __future__ import annotations
@@ -107,6 +108,43 @@ def run_step(step: Step, results_path, cuda: bool) -> dict[str, Any]:
     return row
 
 
+# ZeRO-3's evaluation on weights gathered once answers at least this fraction of the LoRA step's speed on the
+# same model; streaming every layer in for every token (from host memory with offload) is an order slower.
+GATHERED_EVAL_MIN_SPEED = 0.2
+TF32_MIN_SPEEDUP = 1.5  # fp32 matmuls in TF32 vs full precision, on a GPU that has TF32 (Ampere and later)
+
+
+def gathered_eval_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """Does each DeepSpeed step answer about as fast as the LoRA step on the same model?"""
+    found = []
+    for ds in (r for r in rows if r["step"].startswith("DeepSpeed") and "answer_tok_s" in r):
+        lora = [r for r in rows if r["model"] == ds["model"] and r["step"].startswith("LoRA") and "answer_tok_s" in r]
+        if lora and ds["answer_tok_s"] < GATHERED_EVAL_MIN_SPEED * lora[0]["answer_tok_s"]:
+            found.append(f"{ds['model']}: DeepSpeed answers at {ds['answer_tok_s']:.1f} tok/s, LoRA at "
+                         f"{lora[0]['answer_tok_s']:.1f}: is ZeRO-3 streaming the weights for every token?")
+    return found
+
+
+def tf32_speedup(size: int = 4096, repeats: int = 20) -> float:
+    """How much faster fp32 matmuls run at the precision models.load sets ("high": TF32) than at "highest"."""
+    a = torch.randn(size, size, device="cuda")
+
+    def seconds(precision: str) -> float:
+        torch.set_float32_matmul_precision(precision)
+        a @ a  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ a
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    try:
+        return seconds("highest") / seconds("high")
+    finally:
+        torch.set_float32_matmul_precision("high")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     header = f"{'model':<28} {'step':<42} {'train tok/s':>11} {'answer tok/s':>12} {'peak GPU GB':>11} " \
              f"{'wall s':>6}  result"
@@ -145,7 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(rows))
     failed = [r for r in rows if r["problems"]]
     print(f"\ngpu_check: {len(rows) - len(failed)} of {len(rows)} steps ok")
-    return 1 if failed else 0
+    speedup = tf32_speedup()
+    print(f"gpu_check: fp32 matmul {speedup:.1f}x faster in TF32 than at full precision")
+    later_problems = gathered_eval_problems(rows)
+    if torch.cuda.get_device_capability() >= (8, 0) and speedup < TF32_MIN_SPEEDUP:
+        later_problems.append(f"TF32 speed-up {speedup:.2f} < {TF32_MIN_SPEEDUP}: is TF32 off?")
+    for problem in later_problems:
+        print(f"gpu_check: FAIL: {problem}")
+    return 1 if failed or later_problems else 0
 
 
 if __name__ == "__main__":

@@ -233,3 +233,12 @@ def test_gpu_check_step_asserts_and_measures_a_run(tmp_path):
     assert gpu_check.problems(record, wrong, cuda=False) == ["levers.autocast = 'off', expected 'bf16'"]
     assert gpu_check.problems(record, step, cuda=True) == ["levers.float32_matmul = 'highest', expected 'high'"]
     assert "ok" in gpu_check.table([row]).splitlines()[-1]
+
+
+def test_gpu_check_fails_a_deepspeed_evaluation_much_slower_than_lora():
+    """Defect 2 shows on a GPU as ZeRO-3 answering an order slower than LoRA on the same model."""
+    rows = [{"step": "LoRA on bf16 weights", "model": "m", "answer_tok_s": 100.0},
+            {"step": "DeepSpeed ZeRO-3", "model": "m", "answer_tok_s": 50.0}]
+    assert gpu_check.gathered_eval_problems(rows) == []
+    rows[1]["answer_tok_s"] = 5.0
+    assert "streaming the weights" in gpu_check.gathered_eval_problems(rows)[0]
