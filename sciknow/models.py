@@ -169,8 +169,8 @@ DEVICE_MAPS = ("single", "auto")
 
 
 def device_map(cuda: bool, deepspeed: bool) -> str | dict[str, int] | None:
-    """Where `from_pretrained` puts the weights. None: on the CPU (no GPU; or the DeepSpeed child, whose ZeRO-3
-    engine partitions the weights from there onto the GPU). Otherwise one GPU, the current one, unless
+    """Where `from_pretrained` puts the weights. None: on the CPU (no GPU; or the DeepSpeed child, whose engine
+    places and partitions the weights itself). Otherwise one GPU, the current one, unless
     SCIKNOW_DEVICE_MAP=auto asks accelerate to split the model over every visible GPU (and the CPU and disk when
     they do not suffice: such a model can answer but not train)."""
     if not cuda or deepspeed:
