@@ -64,6 +64,7 @@ def generate_answers(
                for q in questions]
     stop_ids = end_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch_size = answer_batch_size(model, batch_size, max(map(len, prompts), default=0) + max_new_tokens)
     stop_text = None if chat else PLAIN_STOP
     # Sort by length so each batch pads little; answers are put back in the original order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -83,6 +84,30 @@ def generate_answers(
     finally:
         model.train(was_training)
     return answers
+
+
+KV_MEMORY_SHARE = 0.5  # of the free GPU memory, for a batch's KV cache (the rest: activations, the join's layer)
+
+
+def kv_bytes_per_token(model: PreTrainedModel) -> int:
+    """KV-cache bytes of one token over all layers: keys and values of every key-value head (no grouped-query
+    attention in Llama-2-7B: 0.5 MB per token in bf16)."""
+    config = model.config.get_text_config(decoder=True)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    dtype = model.dtype if model.dtype.is_floating_point else torch.float32
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
+
+
+def answer_batch_size(model: PreTrainedModel, requested: int, tokens_per_row: int) -> int:
+    """`requested` rows, fewer on a GPU when their KV cache (`tokens_per_row`: longest prompt + new tokens) would
+    take more than KV_MEMORY_SHARE of the free memory: the default 64 x 1k-token open-book prompts is 34 GB
+    on Llama-2-7B."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return requested
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(requested, int(free * KV_MEMORY_SHARE) // (kv_bytes_per_token(model) * tokens_per_row)))
 
 
 # A greedy loop: the last tokens are REPEAT_COPIES or more copies of one n-gram of at most REPEAT_PERIOD tokens,
@@ -151,7 +176,7 @@ def greedy_decode(model: PreTrainedModel, prompts: list[list[int]], max_new_toke
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(rows):  # finished rows leave the batch and its KV cache
-            index = torch.tensor(keep, device=mask.device)
+            index = torch.tensor(keep)  # on the CPU: indexing moves it to each cache layer's device (split models)
             cache.batch_select_indices(index)
             rows = [rows[i] for i in keep]
             next_ids, mask, positions = next_ids[index], mask[index], positions[index]
@@ -200,15 +225,38 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
         logits.append(out.logits[:, -1])
     if len(caches) == 1:
         return caches[0], masks[0], logits[0]
-    pad = [longest - m.shape[1] for m in masks]
+    cache, mask = _join_caches(model, caches, masks)
+    return cache, mask, torch.cat(logits)
 
-    def join(per_chunk: list[torch.Tensor]) -> torch.Tensor:  # [rows, heads, tokens, dim] each, left-padded
-        return torch.cat([torch.nn.functional.pad(t, (0, 0, p, 0)) for t, p in zip(per_chunk, pad)])
 
-    layers = [(join([c.layers[i].keys for c in caches]), join([c.layers[i].values for c in caches]))
-              for i in range(len(caches[0].layers))]
-    mask = torch.cat([torch.nn.functional.pad(m, (p, 0)) for m, p in zip(masks, pad)])
-    return DynamicCache(ddp_cache_data=layers, config=model.config), mask, torch.cat(logits)
+def _join_caches(model: PreTrainedModel, caches: list[DynamicCache], masks: list[torch.Tensor]):
+    """One left-padded cache (and its attention mask) from the chunks' caches, which are emptied on the way:
+    layer by layer, each chunk's keys and values are freed as soon as they are copied, so the join needs the
+    chunks' memory plus about one layer, not twice the KV memory (+34 GB for Llama-2-7B, 1k-token prompts x 64)."""
+    longest = max(m.shape[1] for m in masks)
+    joined = DynamicCache(config=model.config)
+    for i, layer in enumerate(joined.layers):
+        keys, values = (_join_layer([c.layers[i] for c in caches], name, longest) for name in ("keys", "values"))
+        layer.update(keys, values)  # copies this one layer, freed on the next line
+        del keys, values
+    mask = torch.cat([torch.nn.functional.pad(m, (longest - m.shape[1], 0)) for m in masks])
+    return joined, mask
+
+
+def _join_layer(layers: list, name: str, longest: int) -> torch.Tensor:
+    """The chunks' `name` ("keys" or "values", [rows, heads, tokens, dim]) of one layer, left-padded to `longest`
+    tokens and stacked; each chunk's tensor is dropped from its layer once copied."""
+    rows, first = sum(getattr(layer, name).shape[0] for layer in layers), getattr(layers[0], name)
+    out = first.new_zeros((rows, first.shape[1], longest, first.shape[3]))
+    del first  # no reference may outlive its chunk's copy
+    row = 0
+    for layer in layers:
+        part = getattr(layer, name)
+        out[row:row + part.shape[0], :, longest - part.shape[2]:] = part
+        row += part.shape[0]
+        setattr(layer, name, None)
+        del part
+    return out
 
 
 def keyword_prediction(question: Question, prompt: str, answer: str) -> dict:

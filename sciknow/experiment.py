@@ -78,30 +78,37 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         "status": "ok", "error": None, "config": config.to_dict(), "versions": versions(), "per_epoch": [],
     }
     start = time.perf_counter()
+    models.reset_peak_gpu_memory()
     try:
         evaluation = Evaluation(config)
         texts = evaluation.training_texts()
         record["n_texts"] = len(texts)
-        loaded = models.get(config.model)
+        loaded = models.get(config.model, deepspeed=config.train.method == "deepspeed")
         with models.trainable(loaded, config.train) as model:
             record["levers"] = levers(model, config.train)
             record["metrics_before"] = evaluation.prepare(model, loaded.tokenizer)
 
             def evaluate(stats: EpochStats) -> None:
                 final = stats.epoch == config.train.epochs
+                eval_start = time.perf_counter()
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
-                         "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final)}
+                         "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final),
+                         "train_s": round(stats.train_s, 3), "eval_s": round(time.perf_counter() - eval_start, 3)}
                 record["per_epoch"].append(entry)
                 if on_epoch:
                     on_epoch(entry)
 
+            def evaluate_when_due(stats: EpochStats) -> None:
+                # Inside train's per-epoch callback even for the last epoch only: DeepSpeed's engine is alive
+                # there, and its ZeRO-3 weights are gathered for the evaluation.
+                if config.eval.every_epoch or stats.epoch == config.train.epochs:
+                    evaluate(stats)
+
             if config.train.epochs == 0:  # the untrained baseline is a run like any other
                 evaluate(EpochStats(epoch=0, loss=float("nan"), steps=0, tokens=0))
             else:
-                history = train(model, loaded.tokenizer, texts, config.train,
-                                on_epoch=evaluate if config.eval.every_epoch else None, progress=progress)
-                if not config.eval.every_epoch:
-                    evaluate(history[-1])
+                train(model, loaded.tokenizer, texts, config.train, on_epoch=evaluate_when_due, progress=progress)
+        record["peak_gpu_bytes"] = models.peak_gpu_memory()
     except StopRun as err:
         record.update(status="pruned", error=str(err))
     except Diverged as err:
@@ -258,21 +265,45 @@ def epochs_for(configs: Iterable[RunConfig], results_path: str | Path):
     return table[table["run_id"].isin(set(last.values()))].reset_index(drop=True)
 
 
+def deepspeed_command(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """DeepSpeed's launcher running `sciknow.experiment` with `arguments` on one GPU, and its environment.
+
+    The GPU is the first one CUDA_VISIBLE_DEVICES shows, named by its physical number with `--include` (with
+    `--num_gpus 1` the runner drops CUDA_VISIBLE_DEVICES and takes physical GPU 0), and removed from the
+    environment as the runner itself does. The rendezvous port is a free one: two runs at once would both take
+    the default 29500."""
+    import socket
+
+    env = dict(os.environ)
+    visible = env.pop("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    command = [launcher, "--include", f"localhost:{visible}", "--master_port", str(port),
+               "--module", "sciknow.experiment", *arguments]
+    return command, env
+
+
 def _run_with_deepspeed_launcher(config: RunConfig, results_path: str | Path | None,
                                  run_id: str | None) -> dict[str, Any]:
-    """DeepSpeed wants its own launcher process; run this same function there and read its record back."""
+    """DeepSpeed wants its own launcher process; run this same function there and read its record back. The
+    launcher's output goes to a log next to the results (`record["log"]`): follow a long run with `tail -f`."""
     run_id = run_id or uuid.uuid4().hex[:12]
+    log_dir = Path(results_path).parent if results_path is not None else Path(tempfile.gettempdir())
+    log = log_dir / "logs" / f"deepspeed-{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         config_file, out = Path(tmp) / "config.json", Path(tmp) / "result.jsonl"
         config_file.write_text(config.to_json())
-        launcher = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-        command = [launcher, "--num_gpus", "1", "--module", "sciknow.experiment",
-                   "--config", str(config_file), "--results", str(out), "--run-id", run_id]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        command, env = deepspeed_command(["--config", str(config_file), "--results", str(out), "--run-id", run_id])
+        with open(log, "w") as stream:
+            proc = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
         records = results.read(out)
         if not records:
-            raise RuntimeError(f"deepspeed run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    record = records[-1]
+            tail = log.read_text()[-3000:]
+            raise RuntimeError(f"deepspeed run failed (exit {proc.returncode}; log {log}):\n{tail}")
+    record = {**records[-1], "log": str(log)}
     if results_path is not None:
         results.append(results_path, record)
     return record

@@ -119,6 +119,16 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def reset_peak_gpu_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_memory() -> int | None:
+    """Peak bytes of GPU memory torch allocated in this process since `reset_peak_gpu_memory` (None on CPU)."""
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
 @dataclass
 class LoadedModel:
     """A base model held for the life of the process, plus what is needed to give it back untouched."""
@@ -138,14 +148,43 @@ class LoadedModel:
             self.model.load_state_dict(self._snapshot)
 
 
+def _quantized_compute_dtype() -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are very slow on these CPUs); on GPU bf16 as in QLoRA, fp16 on GPUs without bf16
+    (before Ampere)."""
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _quantization(precision: str):
     from transformers import BitsAndBytesConfig
 
     if precision == "nf4":
-        # fp32 compute on CPU: bf16 matmuls are very slow on these CPUs; bf16 on GPU as in QLoRA.
-        compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=_quantized_compute_dtype())
     return BitsAndBytesConfig(load_in_8bit=True)
+
+
+DEVICE_MAPS = ("single", "auto")
+
+
+def device_map(cuda: bool, deepspeed: bool) -> str | dict[str, int] | None:
+    """Where `from_pretrained` puts the weights. None: on the CPU (no GPU; or the DeepSpeed child, whose engine
+    places and partitions the weights itself). Otherwise one GPU, the current one, unless
+    SCIKNOW_DEVICE_MAP=auto asks accelerate to split the model over every visible GPU (and the CPU and disk when
+    they do not suffice: such a model can answer but not train)."""
+    if not cuda or deepspeed:
+        return None
+    choice = os.environ.get("SCIKNOW_DEVICE_MAP", "single")
+    if choice not in DEVICE_MAPS:
+        raise ValueError(f"SCIKNOW_DEVICE_MAP={choice!r}: expected one of {DEVICE_MAPS}")
+    return "auto" if choice == "auto" else {"": torch.cuda.current_device() if torch.cuda.is_available() else 0}
+
+
+def float32_matmul_precision(cuda: bool) -> str:
+    """fp32 matmuls on a GPU run in TF32 ("high": about 7x faster on an H100, 10 mantissa bits in the products,
+    fp32 accumulation); on the CPU at full precision."""
+    return "high" if cuda else "highest"
 
 
 def _keep_4bit_weights_trainable(model: PreTrainedModel) -> None:
@@ -157,20 +196,20 @@ def _keep_4bit_weights_trainable(model: PreTrainedModel) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def load(spec: ModelSpec) -> LoadedModel:
-    """Load a model and its tokenizer (no caching here; see `get`)."""
+def load(spec: ModelSpec, deepspeed: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer (no caching here; see `get`). `deepspeed`: for a ZeRO-3 engine, which places
+    the weights itself (`device_map`)."""
     path = resolve(spec.name)
-    kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.set_float32_matmul_precision(float32_matmul_precision(cuda))
+    kwargs: dict = {"trust_remote_code": spec.trust_remote_code, "device_map": device_map(cuda, deepspeed)}
     if spec.precision in DTYPES:
         kwargs["dtype"] = DTYPES[spec.precision]
     else:
         kwargs["quantization_config"] = _quantization(spec.precision)
-        kwargs["dtype"] = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
-    if torch.cuda.is_available():
-        kwargs["device_map"] = "auto"  # spreads large models (Llama-2 70B) over the GPUs
+        kwargs["dtype"] = _quantized_compute_dtype()
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if not torch.cuda.is_available() and spec.precision in DTYPES:
-        model.to(device())
     if spec.precision == "nf4":
         _keep_4bit_weights_trainable(model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
@@ -183,12 +222,12 @@ def load(spec: ModelSpec) -> LoadedModel:
 _current: LoadedModel | None = None
 
 
-def get(spec: ModelSpec) -> LoadedModel:
+def get(spec: ModelSpec, deepspeed: bool = False) -> LoadedModel:
     """The process-wide model for `spec`: loaded once, reused across runs (only one model is kept)."""
     global _current
     if _current is None or _current.spec != spec:
         _current = None  # free the old model before loading the next one
-        _current = load(spec)
+        _current = load(spec, deepspeed)
     return _current
 
 
@@ -231,16 +270,50 @@ def attach_lora(model: PreTrainedModel, train: TrainSpec):
         return get_peft_model(model, config)
 
 
+def _refuse_offloaded(model: PreTrainedModel) -> None:
+    """accelerate keeps CPU- or disk-offloaded weights outside the parameters (SCIKNOW_DEVICE_MAP=auto on a model
+    larger than the GPUs): they can answer (an untrained baseline), not be trained or snapshotted."""
+    placement = getattr(model, "hf_device_map", None) or {}
+    on_gpu = any(where not in ("cpu", "disk") for where in placement.values())
+    offloaded = {name: where for name, where in placement.items() if where == "disk" or (where == "cpu" and on_gpu)}
+    if offloaded:
+        raise ValueError(f"cannot train a model with offloaded weights ({offloaded}): use DeepSpeed "
+                         "(train.method='deepspeed'), LoRA on nf4 weights, or more GPU memory")
+
+
+def _stop_checkpointing(model: PreTrainedModel) -> None:
+    """Undo `train.gradient_checkpointing` on the shared model, with the input hook transformers adds for it."""
+    if model.is_activation_checkpointing:
+        model.activation_checkpointing_disable()
+    if hasattr(model, "_require_grads_hook"):
+        model.disable_input_require_grads()
+
+
 @contextmanager
 def trainable(loaded: LoadedModel, train: TrainSpec) -> Iterator[torch.nn.Module]:
-    """Yield a model ready to train for one run; afterwards the base model is exactly as it was."""
-    if train.method == "lora":
+    """Yield a model ready to train for one run; afterwards the base model is exactly as it was.
+
+    Under DeepSpeed the engine partitions the weights in place (ZeRO-3): the launcher's child process runs once,
+    so there is no snapshot to restore, and the partitioned model is not kept for another run. An untrained
+    baseline (epochs 0) changes nothing: it gets the base model as it is (offloaded weights included)."""
+    if train.epochs == 0 and train.method != "deepspeed":
+        yield loaded.model
+        return
+    _refuse_offloaded(loaded.model)
+    if train.method == "deepspeed":
+        try:
+            yield loaded.model
+        finally:
+            if _current is loaded:
+                forget()
+    elif train.method == "lora":
         requires_grad = {name: p.requires_grad for name, p in loaded.model.named_parameters()}
         peft_model = attach_lora(loaded.model, train)
         try:
             yield peft_model
         finally:
             loaded.model = peft_model.unload()  # removes the adapter layers, base weights untouched
+            _stop_checkpointing(loaded.model)
             for name, p in loaded.model.named_parameters():  # peft froze the base: a later full run must train
                 p.requires_grad_(requires_grad.get(name, p.requires_grad))
             loaded.model.eval()
@@ -250,5 +323,6 @@ def trainable(loaded: LoadedModel, train: TrainSpec) -> Iterator[torch.nn.Module
             yield loaded.model
         finally:
             loaded.restore()
+            _stop_checkpointing(loaded.model)
             loaded.model.zero_grad(set_to_none=True)
             loaded.model.eval()

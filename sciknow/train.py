@@ -14,7 +14,9 @@ compute goes to padding. benchmarks/ (section `levers`) measures each against it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +67,7 @@ class EpochStats:
     loss: float  # mean training loss over the epoch's steps
     steps: int  # optimizer steps so far in the run (the step-matched axis)
     tokens: int  # training tokens so far in the run
+    train_s: float = 0.0  # seconds spent training so far in the run (per-epoch callbacks excluded)
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[torch.Tensor]:
@@ -118,7 +121,11 @@ def levers(model: torch.nn.Module, spec: TrainSpec) -> dict[str, object]:
     wanted = spec.autocast == "bf16" or (spec.autocast == "auto" and bf16_is_fast(device))
     return {"autocast": "bf16" if wanted and all_fp32 and spec.method != "deepspeed" else "off",
             "compile": spec.compile and spec.method != "deepspeed",
-            "packing": spec.packing and spec.batch_size > 1}
+            "packing": spec.packing and spec.batch_size > 1,
+            "gradient_checkpointing": spec.gradient_checkpointing,
+            "float32_matmul": torch.get_float32_matmul_precision(),  # "high" = TF32 on CUDA (models.load)
+            # ZeRO-3 evaluates on weights gathered once per evaluation, not streamed in for every token
+            "eval_weights": "gathered" if spec.method == "deepspeed" else "resident"}
 
 
 def adamw(params: list[torch.nn.Parameter], spec: TrainSpec) -> torch.optim.AdamW:
@@ -155,6 +162,31 @@ def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
     return engine
 
 
+@contextmanager
+def _gathered_for_evaluation(engine) -> Iterator[None]:
+    """ZeRO-3's weights gathered once for an evaluation. Otherwise every generated token's forward fetches every
+    layer again (from pageable host memory with parameter offload) and releases it. The engine's fetch/release
+    hooks come off meanwhile (they would release the gathered weights after each layer), as in TRL's
+    `unwrap_model_for_generation`."""
+    if engine is None or engine.zero_optimization_stage() != 3:
+        yield
+        return
+    import deepspeed
+    from deepspeed.runtime.zero.partitioned_param_coordinator import iter_params
+
+    offload = engine.optimizer.parameter_offload
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+        for param in iter_params(offload.module, recurse=True):
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            offload._register_deepspeed_module(offload.module)
+
+
 def step_lr(spec: TrainSpec, step_in_epoch: int, steps_per_epoch: int) -> float:
     """The learning rate of an epoch's step `step_in_epoch` (0-based). "linear_per_epoch" is HF's linear
     schedule without warm-up over one epoch: lr * (n - i) / n, as in the original study's Trainer.train() calls."""
@@ -184,6 +216,8 @@ def train(
     optimizer = None if engine else adamw(params, spec)
     dev = engine.device if engine else next(model.parameters()).device
     active = levers(model, spec)
+    if spec.gradient_checkpointing:  # undone by models.trainable when the run ends
+        model.activation_checkpointing_enable()
     forward = engine or (torch.compile(model, dynamic=True) if active["compile"] else model)
 
     history: list[EpochStats] = []
@@ -193,6 +227,7 @@ def train(
     bar = tqdm(total=spec.epochs * n_batches, desc="training", disable=not progress, leave=False)
     param_groups = (engine.optimizer if engine else optimizer).param_groups
     model.train()
+    started, in_callbacks = time.perf_counter(), 0.0
     for epoch in range(1, spec.epochs + 1):
         order = (torch.randperm(len(examples), generator=order_rng).tolist() if spec.shuffle
                  else list(range(len(examples))))
@@ -229,10 +264,14 @@ def train(
         if reason:
             bar.close()
             raise Diverged(f"{reason} at epoch {epoch}")
-        stats = EpochStats(epoch=epoch, loss=sum(losses) / len(losses), steps=steps, tokens=tokens)
+        stats = EpochStats(epoch=epoch, loss=sum(losses) / len(losses), steps=steps, tokens=tokens,
+                           train_s=time.perf_counter() - started - in_callbacks)
         history.append(stats)
         if on_epoch:
-            on_epoch(stats)
+            callback_start = time.perf_counter()
+            with _gathered_for_evaluation(engine):
+                on_epoch(stats)
+            in_callbacks += time.perf_counter() - callback_start
             model.train()  # the callback may have switched to eval mode for generation
     bar.close()
     model.eval()

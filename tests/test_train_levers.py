@@ -119,4 +119,6 @@ def test_the_default_training_path_uses_the_chosen_levers(tiny):
     spec = TrainSpec()
     assert (spec.autocast, spec.compile, spec.packing) == ("off", False, True)
     assert _matmul_dtypes(tiny, spec) == {torch.float32}
-    assert levers(tiny.model, spec) == {"autocast": "off", "compile": False, "packing": False}
+    assert levers(tiny.model, spec) == {"autocast": "off", "compile": False, "packing": False,
+                                        "gradient_checkpointing": False, "float32_matmul": "highest",
+                                        "eval_weights": "resident"}
