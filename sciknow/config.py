@@ -54,7 +54,7 @@ SUITE_DIR = REPO_ROOT / "data" / "knowledge" / "suite"
 SHARED_DIR = Path(os.environ.get("SCIKNOW_SHARED", REPO_ROOT.parent / "shared")).resolve()
 POLYAI_SET = SHARED_DIR / "reference" / "polyai" / "polyai.json"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _speed_only(default: Any) -> Any:
@@ -120,6 +120,9 @@ class EvalSpec:
     # (prompt + max_new_tokens) tokens: lower it for 7B+ models on a small GPU.
     batch_size: int = _speed_only(64)
     every_epoch: bool = True  # evaluate after each epoch (one run = whole score-vs-epoch curve)
+    # With every_epoch=False: also evaluate after these epochs (the last is always evaluated), e.g. a long run
+    # read at the step counts other conditions end at (sciknow.conditions).
+    at_epochs: list[int] = field(default_factory=list)
     # "keywords": keyword recall on the knowledge set's questions; "paper" (Task 4, needs data.dataset): ROUGE-2
     # on held-out descriptive Q&A (= score) plus multiple-choice and MMLU accuracy (+ judge) in `metrics`.
     suite: str = "keywords"
@@ -252,8 +255,17 @@ def _migrate_2_to_3(d: dict[str, Any]) -> dict[str, Any]:
     return _fill(d, _ADDED_IN_3)
 
 
+# Schema 4 added evaluation at chosen epochs; runs before it were evaluated per eval.every_epoch alone.
+_ADDED_IN_4: dict[str, Any] = {"eval.at_epochs": []}
+
+
+def _migrate_3_to_4(d: dict[str, Any]) -> dict[str, Any]:
+    return _fill(d, _ADDED_IN_4)
+
+
 # MIGRATIONS[v] turns a schema-v config dict into a schema-(v + 1) one.
-MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def migrate(d: dict[str, Any], version: int) -> dict[str, Any]:
@@ -385,6 +397,10 @@ def _range_problems(config: RunConfig) -> list[str]:
         need(getattr(e, name) >= 0, f"eval.{name}", getattr(e, name), "must be >= 0 (0 = none / all)")
     for name in ("n_probe_mmlu", "n_probe_texts", "n_probe_locality"):
         need(getattr(e, name) >= 1, f"eval.{name}", getattr(e, name), "must be >= 1")
+    need(all(1 <= n <= t.epochs for n in e.at_epochs) and e.at_epochs == sorted(set(e.at_epochs)),
+         "eval.at_epochs", e.at_epochs, f"need increasing epochs in 1..train.epochs={t.epochs}")
+    need(not (e.at_epochs and e.every_epoch), "eval.at_epochs", e.at_epochs,
+         "chooses epochs to evaluate: set eval.every_epoch=False (it evaluates every epoch)")
     bad_probes = [p for p in e.probes if p not in PROBES]
     need(not bad_probes and len(set(e.probes)) == len(e.probes), "eval.probes", e.probes,
          f"a list of distinct names from {PROBES}")

@@ -100,10 +100,9 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
             if config.train.epochs == 0:  # the untrained baseline is a run like any other
                 evaluate(EpochStats(epoch=0, loss=float("nan"), steps=0, tokens=0))
             else:
-                history = train(model, loaded.tokenizer, texts, config.train,
-                                on_epoch=evaluate if config.eval.every_epoch else None, progress=progress)
-                if not config.eval.every_epoch:
-                    evaluate(history[-1])
+                wanted = set(evaluated_epochs(config))
+                train(model, loaded.tokenizer, texts, config.train, progress=progress,
+                      on_epoch=lambda stats: evaluate(stats) if stats.epoch in wanted else None)
     except StopRun as err:
         record.update(status="pruned", error=str(err))
     except Diverged as err:
@@ -113,6 +112,15 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         _finish(record, start, results_path)
         raise
     return _finish(record, start, results_path)
+
+
+def evaluated_epochs(config: RunConfig) -> list[int]:
+    """The epochs after which `run` asks the questions: every epoch (`eval.every_epoch`), or `eval.at_epochs` and
+    the last."""
+    epochs = config.train.epochs
+    if config.eval.every_epoch or epochs == 0:
+        return list(range(1, epochs + 1)) or [0]
+    return sorted({*config.eval.at_epochs, epochs})
 
 
 class Evaluation:

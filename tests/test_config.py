@@ -40,6 +40,10 @@ BAD = [
     ({"eval": {"max_new_tokens": -3}}, "eval.max_new_tokens=-3"),
     ({"eval": {"batch_size": 0}}, "eval.batch_size=0"),
     ({"eval": {"book": "half"}}, "eval.book='half'"),
+    ({"eval": {"every_epoch": False, "at_epochs": [0]}}, "eval.at_epochs=[0] (need increasing epochs in 1..train.epochs=5)"),
+    ({"eval": {"every_epoch": False, "at_epochs": [2, 1]}}, "eval.at_epochs=[2, 1]"),
+    ({"eval": {"every_epoch": False, "at_epochs": [99]}}, "eval.at_epochs=[99]"),
+    ({"eval": {"at_epochs": [1]}}, "set eval.every_epoch=False"),
     ({"eval": {"probes": ["mmlu", "vibes"]}}, "eval.probes"),
     ({"eval": {"suite": "paper"}}, "eval.suite='paper'"),
     ({"eval": {"judge": {"base_url": "http://x", "api_key": "sk-1"}}}, "eval.judge"),
@@ -133,6 +137,9 @@ SCHEMA_FIELDS[3] = ['task', 'model.name', 'model.precision', 'model.trust_remote
     'eval.retrieval_k', 'eval.retrieval_distractors', 'eval.probes', 'eval.probe_every_epoch', 'eval.n_probe_mmlu',
     'eval.n_probe_texts', 'eval.n_probe_locality', 'eval.probe_seed', 'eval.n_qa', 'eval.n_mc', 'eval.n_mmlu',
     'eval.mc_max_new_tokens', 'eval.judge', 'tags']
+# Schema 4: schema 3 with eval.at_epochs after eval.every_epoch.
+SCHEMA_FIELDS[4] = [f for name in SCHEMA_FIELDS[3]
+                    for f in ([name, 'eval.at_epochs'] if name == 'eval.every_epoch' else [name])]
 # A config as the first recorded results stored it (schema 1, before lr_schedule and the paper suite existed).
 SCHEMA_1_RECORD = {"config": {
     "task": "1a", "tags": {"n_contents": 2},
