@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from sciknow import experiment, replication, results, sweep
@@ -35,9 +36,14 @@ def worker(store, study: str, results_path) -> subprocess.Popen:
 
 
 def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_path):  # noqa: F811
-    configs = units(suite, epochs=16)
+    configs = units(suite, epochs=8)
     serial, fanned = tmp_path / "serial.jsonl", tmp_path / "fanned" / "results.jsonl"
-    replication.run_many(configs, serial, workers=1)  # no storage: one process, one unit after another
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same kernels, so the same floating-point sums
+    try:
+        replication.run_many(configs, serial, workers=1)  # no storage: this process, one unit after another
+    finally:
+        torch.set_num_threads(threads)
     store = sweep.storage(None, tmp_path / "fanned", heartbeat_interval=2, grace_period=30,
                           max_retry=replication.MAX_RETRY)
     replication.run_many(configs, fanned, store, study_name="08", workers=2, threads=1)
@@ -57,7 +63,7 @@ def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_
 
 
 def test_a_unit_whose_worker_is_killed_is_finished_by_another_once(suite, tmp_path):  # noqa: F811
-    configs = units(suite, epochs=30)[:2]
+    configs = units(suite, epochs=20)[:2]
     path = tmp_path / "results.jsonl"
     store = sweep.storage(None, tmp_path, heartbeat_interval=1, grace_period=3, max_retry=replication.MAX_RETRY)
     study = replication.submit("kill", store, configs)
