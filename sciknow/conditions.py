@@ -1,7 +1,10 @@
 """The training conditions that separate "more kinds of text" from "more updates" (notebook 08).
 
-Every condition trains one document's texts (batch 1, so one optimizer step per text) and is evaluated after
-every epoch, so a run yields its score at every step count it passes. With `epochs` = E and n in `n_contents`:
+Every condition trains one document's texts (batch 1, so one optimizer step per text). With `curve=True` every
+run is evaluated after every epoch, so it yields its score at every step count it passes (the score-vs-steps
+figure); by default a run is evaluated only where the analysis reads it: after its last epoch, and the
+step-matched control also at the step counts where the other conditions end. With `epochs` = E and n in
+`n_contents`:
 
     untrained            no training (the floor)
     n contents           the original plus n-1 style rewrites (C1..Cn), E epochs: n*E steps
@@ -13,11 +16,17 @@ every epoch, so a run yields its score at every step count it passes. With `epoc
                          paper's HF Trainer did): does the order of the texts matter?
     translations         the original plus its three Apertium translations (es, ca, it), E epochs
 
+No repeated work: training's lr schedule and data order do not depend on the number of epochs (`sciknow.train`),
+so a condition whose config differs from a longer one's only in `train.epochs` takes the same steps as that
+run's first epochs: "1 contents" is the first E epochs of the step-matched control. `reused` finds such
+conditions, the notebook does not run them, and `with_reused` reads their rows from the longer run.
+
 `at_matched_steps` picks the (condition, epoch) pairs that share a step count, for paired differences.
 `choose_documents` turns a notebook's `documents` parameter into the runs of each condition.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiment
-from .config import SUITE_DIR, RunConfig
+from .config import SUITE_DIR, RunConfig, identity_dict
 from .data import KnowledgeSet, load_knowledge_set, load_suite
 
 STYLE_CONTENTS = ("C1", "C2", "C3", "C4", "C5")  # original, qa, article, interview, textbook
@@ -34,9 +43,10 @@ CONTROLS = ("step-matched", "token-matched", "fixed order", "translations")
 
 
 def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 5),
-               controls: Sequence[str] = CONTROLS) -> dict[str, RunConfig]:
+               controls: Sequence[str] = CONTROLS, curve: bool = False) -> dict[str, RunConfig]:
     """Condition name -> config (still to be replicated over documents x seeds). Each config's tags carry its
-    condition and its number of texts per epoch."""
+    condition and its number of texts per epoch. `curve`: evaluate every run after every epoch; else only where
+    the analysis reads it (see the module docstring)."""
     if not n_contents or not all(1 <= n <= len(STYLE_CONTENTS) for n in n_contents):
         raise ValueError(f"n_contents={list(n_contents)!r}: each must be in 1..{len(STYLE_CONTENTS)}")
     unknown = [c for c in controls if c not in CONTROLS]
@@ -46,7 +56,8 @@ def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 
 
     def make(name: str, contents: Sequence[str], n_epochs: int, **changes) -> RunConfig:
         per_epoch = len(contents) * changes.get("data.repeats", 1)
-        return base.replace(**{"data.contents": list(contents), "train.epochs": n_epochs,
+        return base.replace(**{"data.contents": list(contents), "train.epochs": n_epochs, "eval.every_epoch": curve,
+                               "eval.at_epochs": [],
                                "tags": {**base.tags, "condition": name, "texts_per_epoch": per_epoch}, **changes})
 
     out = {"untrained": make("untrained", ["C1"], 0)}
@@ -62,7 +73,52 @@ def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 
         out["fixed order"] = make("fixed order", STYLE_CONTENTS[:top], epochs, **{"train.shuffle": False})
     if "translations" in controls:
         out["translations"] = make("translations", TRANSLATION_CONTENTS, epochs)
+    if "step-matched" in controls and not curve:  # read it where the others end (1 text: an epoch is a step)
+        ends = {c.tags["texts_per_epoch"] * c.train.epochs for c in out.values()}
+        out["step-matched"] = out["step-matched"].replace(
+            **{"eval.at_epochs": sorted(e for e in ends if 0 < e < top * epochs)})
     return out
+
+
+def _same_run_but_epochs(config: RunConfig) -> str:
+    """A config's identity without its length, its evaluation epochs and its labels."""
+    d = identity_dict(config)
+    for section, name in (("train", "epochs"), ("eval", "every_epoch"), ("eval", "at_epochs")):
+        del d[section][name]
+    del d["tags"]
+    return json.dumps(d, sort_keys=True)
+
+
+def reused(named: dict[str, RunConfig]) -> dict[str, str]:
+    """{condition: longer condition} for each trained condition whose runs are the first epochs of the longer
+    condition's runs (same config but `train.epochs`), which evaluates at every epoch the shorter one asks for."""
+    out = {}
+    for name, config in named.items():
+        for other, longer in named.items():
+            if (other != name and 0 < config.train.epochs < longer.train.epochs
+                    and _same_run_but_epochs(config) == _same_run_but_epochs(longer)
+                    and set(experiment.evaluated_epochs(config)) <= set(experiment.evaluated_epochs(longer))):
+                out[name] = other
+                break
+    return out
+
+
+def with_reused(scores: pd.DataFrame, named: dict[str, RunConfig]) -> pd.DataFrame:
+    """A `question_scores` table of the runs made (`tag.condition` column) plus the rows of each `reused`
+    condition, read from the longer run at the epochs the condition evaluates, labelled as that condition (its
+    config columns and tags; `read_from` names the run they come from)."""
+    parts = [scores]
+    for name, longer in reused(named).items():
+        config = named[name]
+        rows = scores[(scores["tag.condition"] == longer)
+                      & scores["epoch"].isin(experiment.evaluated_epochs(config))].copy()
+        columns = pd.json_normalize(config.to_dict()).iloc[0].to_dict()
+        columns |= {f"tag.{k}": v for k, v in config.tags.items()}
+        for column, value in columns.items():
+            if column in rows.columns and not isinstance(value, (list, dict)):
+                rows[column] = value
+        parts.append(rows.assign(read_from=longer))
+    return pd.concat(parts, ignore_index=True)
 
 
 def at_matched_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:

@@ -207,6 +207,9 @@ class EvalSpec(_Section):
     # (prompt + max_new_tokens) tokens: lower it for 7B+ models on a small GPU.
     batch_size: int = _speed_only(64)
     every_epoch: bool = True  # evaluate after each epoch (one run = whole score-vs-epoch curve)
+    # With every_epoch=False: also evaluate after these epochs (the last is always evaluated), e.g. a long run
+    # read at the step counts other conditions end at (sciknow.conditions).
+    at_epochs: tuple[int, ...] = ()
     # "keywords": keyword recall on the knowledge set's questions; "paper" (Task 4, needs data.dataset): ROUGE-2
     # on held-out descriptive Q&A (= score) plus multiple-choice and MMLU accuracy (+ judge) in `metrics`.
     suite: str = "keywords"
@@ -240,6 +243,10 @@ class EvalSpec(_Section):
             need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         need(set(self.probes) <= set(PROBES) and len(set(self.probes)) == len(self.probes), "probes", self.probes,
              f"a list of distinct names from {PROBES}")
+        need(list(self.at_epochs) == sorted(set(self.at_epochs)) and all(n >= 1 for n in self.at_epochs),
+             "at_epochs", self.at_epochs, "need increasing epochs >= 1")
+        need(not (self.at_epochs and self.every_epoch), "at_epochs", self.at_epochs,
+             "chooses epochs to evaluate: set eval.every_epoch=False (it evaluates every epoch)")
         if self.suite == "paper":
             need(self.book == "closed" and not self.paraphrases, "book", self.book,
                  "retrieval and paraphrases are keyword-suite options")
@@ -360,8 +367,9 @@ def _fill(d: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
 _ADDED_IN_3: dict[str, Any] = {"train.autocast": "off", "train.compile": False, "train.packing": False}
 
 
-# Schema 4 added gradient checkpointing; runs before it kept all activations.
-_ADDED_IN_4: dict[str, Any] = {"train.gradient_checkpointing": False}
+# Schema 4 added gradient checkpointing and evaluation at chosen epochs; runs before it kept all activations and
+# were evaluated per eval.every_epoch alone.
+_ADDED_IN_4: dict[str, Any] = {"train.gradient_checkpointing": False, "eval.at_epochs": []}
 
 
 def _migrate_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
@@ -481,6 +489,8 @@ def check(config: RunConfig) -> None:
         need(t.method == "lora" or m.precision != "fp16", "model.precision", m.precision,
              f"fp16 with train.method={t.method!r} has no fp32 master weights or loss scaling: use fp32 weights "
              "with train.autocast='bf16', or LoRA")
+        need(all(n <= t.epochs for n in e.at_epochs), "eval.at_epochs", e.at_epochs,
+             f"need epochs in 1..train.epochs={t.epochs}")
         need(e.suite == SUITE_OF_KIND[d.kind], "eval.suite", e.suite,
              "'paper' needs data.dataset (a folder from notebook 06)" if e.suite == "paper" else
              f"a {d.kind} run (data.dataset={d.dataset!r}) is asked by the {SUITE_OF_KIND[d.kind]!r} suite")

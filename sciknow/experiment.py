@@ -101,8 +101,10 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
             def evaluate_when_due(stats: EpochStats) -> None:
                 # Inside train's per-epoch callback even for the last epoch only: DeepSpeed's engine is alive
                 # there, and its ZeRO-3 weights are gathered for the evaluation.
-                if config.eval.every_epoch or stats.epoch == config.train.epochs:
+                if stats.epoch in wanted:
                     evaluate(stats)
+
+            wanted = set(evaluated_epochs(config))
 
             if config.train.epochs == 0:  # the untrained baseline is a run like any other
                 evaluate(EpochStats(epoch=0, loss=float("nan"), steps=0, tokens=0))
@@ -118,6 +120,15 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         _finish(record, start, results_path)
         raise
     return _finish(record, start, results_path)
+
+
+def evaluated_epochs(config: RunConfig) -> list[int]:
+    """The epochs after which `run` asks the questions: every epoch (`eval.every_epoch`), or `eval.at_epochs` and
+    the last."""
+    epochs = config.train.epochs
+    if config.eval.every_epoch or epochs == 0:
+        return list(range(1, epochs + 1)) or [0]
+    return sorted({*config.eval.at_epochs, epochs})
 
 
 class Evaluation:

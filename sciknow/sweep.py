@@ -507,12 +507,16 @@ def _floor(text: str) -> float | str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sciknow.sweep", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("worker", help="run trials of a shared study until it holds --n-trials")
+    w = sub.add_parser("worker", help="run trials of a shared study until it holds --n-trials, or (--replication) "
+                                      "claim replication units until none is left")
     w.add_argument("--storage", default=None, help="RDB URL (postgresql://... for several workers)")
     w.add_argument("--run-dir", default="runs/sweep", help="default SQLite storage and results location")
     w.add_argument("--study", required=True)
+    w.add_argument("--replication", action="store_true",
+                   help="the study holds replication units (sciknow.replication), not a search")
     w.add_argument("--task", choices=tuple(studies.STUDIES), default="2b")
-    w.add_argument("--n-trials", type=int, required=True)
+    w.add_argument("--n-trials", type=int, default=None, help="a sweep's trial budget (required without "
+                                                              "--replication)")
     w.add_argument("--base", default=None, help="base RunConfig JSON file (a new study only)")
     w.add_argument("--model", default=None, help="override base model.name (a new study only)")
     w.add_argument("--dataset", default=None, help="task 4: dataset folder built by notebook 06 (a new study only)")
@@ -534,6 +538,21 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--max-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
                    help="stop (exit 1) after this many trials in a row failed; 0 = never")
     args = parser.parse_args(argv)
+    results_path = args.results or str(Path(args.run_dir) / "results.jsonl")
+    if args.replication:
+        from . import replication
+
+        store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period,
+                        max_retry=replication.MAX_RETRY)
+        try:
+            ran = replication.work(args.study, store, results_path)
+        except ValueError as err:  # no such study, or a sweep study
+            print(f"sciknow.sweep: {redact(str(err))}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(f"study {args.study}: this worker finished {ran} replication unit(s)")
+        return
+    if args.n_trials is None:
+        parser.error("--n-trials is required for a sweep (or give --replication)")
 
     definition = studies.get(args.task)
     try:  # a bad setup is reported in one line, before any trial runs
@@ -547,7 +566,6 @@ def main(argv: list[str] | None = None) -> None:
             space = definition.space.from_dict(json.loads(args.space or "{}"))
         except json.JSONDecodeError as err:
             raise studies.SpaceError(f"--space: invalid JSON ({err.msg} at character {err.pos})") from None
-        results_path = args.results or str(Path(args.run_dir) / "results.jsonl")
         store = storage(args.storage, args.run_dir, args.heartbeat_interval, args.grace_period)
         study, objective = prepare(args.study, store, args.task, base, space, results_path, args.epoch_score,
                                    args.n_trials, seed=args.seed, n_startup_trials=args.n_startup_trials,

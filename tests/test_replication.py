@@ -125,3 +125,41 @@ def test_conditions_and_matched_steps(suite, tmp_path):
     assert set(at4["tag.condition"]) == {"2 contents", "step-matched", "token-matched 2"}
     diffs = stats.paired_differences(at4, "tag.condition", baseline="step-matched")
     assert {"mean", "ci_low", "ci_high", "p_value"} <= set(diffs.columns) and len(diffs) == 2
+
+
+def test_one_content_read_from_the_step_matched_run_equals_training_it(suite, tmp_path):
+    named = conditions.conditions(condition(suite), epochs=2, n_contents=(1, 2), controls=("step-matched",))
+    assert conditions.reused(named) == {"1 contents": "step-matched"}
+    # evaluated only where the analysis reads a run: the step-matched control also where 1 content ends
+    assert [named[c].eval.every_epoch for c in named] == [False] * 4
+    assert named["step-matched"].eval.at_epochs == (2,) and named["step-matched"].train.epochs == 4
+    path = tmp_path / "results.jsonl"
+    configs = [c for name, cond in named.items() if name != "1 contents"
+               for c in experiment.replicate(cond, ["alpha", "beta"], [0])]
+    experiment.run_many(configs, path, progress=False)
+    table = conditions.with_reused(experiment.question_scores(configs, path), named)
+    assert sorted(table.loc[table["tag.condition"] == "step-matched", "epoch"].unique()) == [2, 4]
+    read = table[table["tag.condition"] == "1 contents"]
+    assert (read["read_from"] == "step-matched").all() and (read["train.epochs"] == 2).all()
+
+    trained_path = tmp_path / "trained.jsonl"
+    trained = experiment.replicate(named["1 contents"], ["alpha", "beta"], [0])
+    experiment.run_many(trained, trained_path, progress=False)
+    direct = experiment.question_scores(trained, trained_path)
+    key = ["document", "variant", "question_id", "epoch", "steps", "tokens"]
+    compared = read.merge(direct, on=key, suffixes=("_read", "_trained"))
+    assert len(compared) == len(read) == len(direct) == 4  # 2 documents x (question + paraphrase), epoch 2
+    assert (compared["answer_read"] == compared["answer_trained"]).all()
+    assert (compared["score_read"] == compared["score_trained"]).all()
+    assert compared["answer_read"].str.len().min() > 0
+
+
+def test_curve_evaluates_every_epoch_and_reuses_every_epoch(suite):
+    named = conditions.conditions(condition(suite), epochs=2, n_contents=(1, 2), controls=("step-matched",),
+                                  curve=True)
+    assert all(c.eval.every_epoch and c.eval.at_epochs == () for c in named.values())
+    assert conditions.reused(named) == {"1 contents": "step-matched"}
+    assert experiment.evaluated_epochs(named["1 contents"]) == [1, 2]
+    # a different learning rate is a different run: nothing to reuse
+    other = {**named, "1 contents": named["1 contents"].replace(**{"train.lr": 1e-3})}
+    assert conditions.reused(other) == {}

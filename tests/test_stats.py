@@ -11,8 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import scipy.stats  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
+from benchmarks import ci_coverage  # noqa: E402
 from sciknow import plots, stats  # noqa: E402
 
 
@@ -41,11 +43,14 @@ def test_mean_is_documents_then_questions_then_seeds_with_unequal_question_count
         # doc B: three questions, one seed: B = 2/3
         ("B", 0, "q1", 1.0), ("B", 0, "q2", 1.0), ("B", 0, "q3", 0.0),
     ], columns=["document", "seed", "question_id", "score"])
-    ci = stats.cluster_bootstrap(df)
+    ci = stats.cluster_bootstrap(df, method="percentile")
     assert ci.mean == pytest.approx((0.375 + 2 / 3) / 2)  # not the row mean 3.5 / 7
     assert (ci.n_documents, ci.n_seeds, ci.n_questions, ci.unit) == (2, 2, 5, "document")
     # questions move with their document: a resample is A,A / A,B / B,B, so the bounds are the two document means
     assert (ci.low, ci.high) == pytest.approx((0.375, 2 / 3))
+    # the default t interval is on the same two document means
+    t = scipy.stats.ttest_1samp([0.375, 2 / 3], 0).confidence_interval(0.95)
+    assert (stats.cluster_bootstrap(df).low, stats.cluster_bootstrap(df).high) == pytest.approx((t.low, t.high))
 
 
 def test_identical_conditions_give_zero_difference():
@@ -83,7 +88,8 @@ def test_ci_narrows_as_documents_are_added():
 
 def test_same_seed_same_ci_other_seed_slightly_different():
     df = scores(n_documents=20)
-    first, again, other = (stats.cluster_bootstrap(df, seed=s) for s in (0, 0, 1))
+    assert stats.cluster_bootstrap(df, seed=0) == stats.cluster_bootstrap(df, seed=1)  # the t interval draws nothing
+    first, again, other = (stats.cluster_bootstrap(df, seed=s, method="percentile") for s in (0, 0, 1))
     assert first == again
     assert (first.low, first.high) != (other.low, other.high)
     assert first.low == pytest.approx(other.low, abs=0.02) and first.high == pytest.approx(other.high, abs=0.02)
@@ -146,6 +152,24 @@ def test_errors_name_the_column_and_the_value():
         stats.paired_difference(df, "condition", "worse", "base")
     with pytest.raises(ValueError, match="confidence"):
         stats.cluster_bootstrap(df, confidence=95)
+    with pytest.raises(ValueError, match="method must be one of .* got 'bca'"):
+        stats.summarize(df, by=["condition"], method="bca")
+
+
+def test_default_interval_keeps_its_95_percent_promise_where_the_percentile_bootstrap_does_not():
+    # 8 documents shaped like the suite's (benchmarks/ci_coverage.py); 1000 studies: Monte Carlo SE 0.007
+    mid, paired = ci_coverage.SCENARIOS[2], ci_coverage.SCENARIOS[3]
+    for scenario in (mid, paired):
+        assert ci_coverage.coverage(scenario, 8, "t", reps=1000) >= 0.93, scenario.name
+    assert ci_coverage.coverage(paired, 8, "percentile", reps=1000) < 0.915
+
+
+def test_interval_methods_on_flat_and_tiny_samples():
+    for method in stats.CI_METHODS:
+        assert stats.interval(np.zeros(8), method) == (0.0, 0.0)  # every document at 0: no spread, no NaN
+        assert all(math.isnan(b) for b in stats.interval(np.array([0.5]), method))
+        low, high = stats.interval(np.array([[0.1, 0.3, 0.2], [0.4, 0.4, 0.4]]), method)
+        assert low[0] < 0.2 < high[0] and (low[1], high[1]) == pytest.approx((0.4, 0.4))
 
 
 def test_plots_draw_one_line_bar_and_row_per_entry(tmp_path):
