@@ -136,7 +136,7 @@ def test_assemble_from_installed_packages_once(tmp_path, monkeypatch):
     assert writers.assemble(spec, tmp_path / "cache").read_bytes() == data
 
 
-def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch):
+def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch, capsys):
     _, spec, site = fake_packages(tmp_path, monkeypatch)
     missing = spec.parts[1]
     (site / missing.module / "__init__.py").unlink()
@@ -149,6 +149,7 @@ def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch)
                                                  r"run: bash scripts/setup.sh --writers"):
         writers.assemble(spec, tmp_path / "cache")
     assert not (tmp_path / "cache" / "fake.gguf").exists()
+    assert "joining" not in capsys.readouterr().out  # refused before it announces any work
 
 
 def test_registry():
