@@ -186,7 +186,9 @@ def test_a_writer_that_is_not_installed_says_how_to_install_it(tmp_path, monkeyp
     doc = tmp_path / "doc.txt"
     doc.write_text("Zephyrite is a violet crystal found in 2041 at 4,870 meters below the Tasman Sea.")
     assert augment.main([str(doc), "-o", str(tmp_path / "set.json"), "--writer", name]) == 2
-    error = capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "joining" not in printed.out  # notebook 00 on the default setup: the fix comes first, nothing else
+    error = printed.err
     assert error.startswith(f"sciknow.augment: error: writer model {name!r} is not installed: missing PyPI "
                             "package(s) sciknow-absent-package-part1==0.1.0 (part 1), ")
     assert "and 0 more" not in error and error.strip().endswith("run: bash scripts/setup.sh --writers")
