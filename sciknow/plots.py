@@ -21,7 +21,8 @@ WORDS = {"tag.n_contents": "contents", "tag.n_irrelevant": "N irrelevant texts",
          "mmlu_acc": "MMLU accuracy", "mmlu": "MMLU", "mc": "multiple choice", "perplexity": "perplexity",
          "locality": "locality", "variant": "question form", "original": "original questions",
          "paraphrase": "paraphrased questions", "condition": "condition", "1 contents": "1 content",
-         "mean": "mean"}
+         "mean": "mean", "log10_lr": "learning rate (log10)", "log10_lora_r": "LoRA rank (log10)",
+         "log10_lora_alpha": "LoRA alpha (log10)", "log10_n_irrelevant": "N irrelevant texts (log10)"}
 
 
 def words(name) -> str:

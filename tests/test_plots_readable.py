@@ -96,3 +96,17 @@ def test_training_cost_labels_its_metrics_and_the_scatter():
         "learning rate 1e-05", "learning rate 0.0001", "learning rate 0.001"]  # the scatter says which point is which
     assert all(tick == int(tick) for tick in fig.axes[0].get_xticks())  # epochs, not 0.5 steps
     assert_readable(fig)
+
+
+def test_sweep_figures_name_parameters_in_words():
+    trials = pd.DataFrame({"log10_lora_r": [0.0, 1.0, 2.0], "log10_lr": [-4.0, -3.5, -3.0],
+                           "content_C3": [0, 1, 1], "n_irrelevant": [1, 3, 10], "score": [0.1, 0.4, 0.2]})
+    correlations = trials.drop(columns="score").corrwith(trials["score"])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    plots.correlation_bars(correlations, ax=axes[0], title="Correlation with score")
+    plots.trial_heatmap(trials, ["log10_lora_r", "log10_lr", "content_C3", "n_irrelevant"], ax=axes[1],
+                        title="Trials: parameters vs score")
+    plots.score_vs_n(trials, ax=axes[2], title="Score vs N irrelevant texts")
+    fig.tight_layout()
+    assert "LoRA rank (log10)" in [t.get_text() for t in axes[0].get_yticklabels()]
+    assert_readable(fig)
