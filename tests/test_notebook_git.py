@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,15 +41,14 @@ def free_port() -> int:
 class Server:
     """The checkout's Jupyter server (the venv's config plus configs/jupyter) on a loopback port, with a token."""
 
-    def __init__(self, root: Path, home: Path):
+    def __init__(self, home: Path, command: list[str]):
         self.port, self.token = free_port(), "test-token"
         env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_CONFIG_DIR": str(home / "config"),
                "JUPYTER_CONFIG_PATH": str(REPO / "configs" / "jupyter"), "JUPYTER_RUNTIME_DIR": str(home / "rt")}
         self.log = (home / "server.log").open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", f"--ServerApp.root_dir={root}", f"--port={self.port}",
-             "--ServerApp.ip=127.0.0.1", "--no-browser", f"--IdentityProvider.token={self.token}", "--allow-root"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [*command, f"--port={self.port}", "--ServerApp.ip=127.0.0.1", "--no-browser",
+             f"--IdentityProvider.token={self.token}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -59,12 +59,14 @@ class Server:
                     raise RuntimeError(f"jupyter server did not start: {(home / 'server.log').read_text()[-3000:]}")
                 time.sleep(0.5)
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(
+    def request(self, method: str, path: str, body: dict | None = None) -> urllib.request.Request:
+        return urllib.request.Request(
             f"http://127.0.0.1:{self.port}/{path}", method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        with urllib.request.urlopen(self.request(method, path, body), timeout=60) as response:
             return json.loads(response.read() or b"{}")
 
     def stop(self):
@@ -106,7 +108,8 @@ def test_saving_every_notebook_through_the_jupyter_server_leaves_git_status_clea
     git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "notebooks")
     assert git(checkout, "status", "--porcelain") == ""
 
-    server = Server(checkout, tmp_path)
+    server = Server(tmp_path, [sys.executable, "-m", "jupyter_server", f"--ServerApp.root_dir={checkout}",
+                               "--allow-root"])
     try:
         specs = server.call("GET", "api/kernelspecs")["kernelspecs"]
         assert "sciknow" in specs, "the sciknow kernel is not installed in the venv: run scripts/setup.sh"
@@ -129,5 +132,23 @@ def test_saving_every_notebook_through_the_jupyter_server_leaves_git_status_clea
         server.call("PUT", f"api/contents/notebooks/{NOTEBOOKS[0].name}",
                     {"type": "notebook", "format": "json", "content": edited})
         assert git(checkout, "status", "--porcelain").strip() == f"M notebooks/{NOTEBOOKS[0].name}"
+    finally:
+        server.stop()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "jupyter").exists(), reason="no .venv here (scripts/setup.sh)")
+def test_lab_sh_serves_the_repo_root_and_opens_on_the_notebooks(tmp_path):
+    server = Server(tmp_path, ["bash", str(REPO / "scripts" / "lab.sh")])
+    try:
+        names = {item["name"] for item in server.call("GET", "api/contents")["content"]}
+        assert {"README.md", "notebooks", "data", "sciknow"} <= names  # runs/ too, once a notebook ran
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            urllib.request.build_opener(NoRedirect).open(server.request("GET", ""), timeout=60)
+        assert redirect.value.code == 302 and redirect.value.headers["Location"].startswith("/lab/tree/notebooks")
     finally:
         server.stop()
