@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import corpus
-from .config import did_you_mean
+from .config import SHARED_DIR, did_you_mean
 from .io import read_jsonl
 
 FORMAT = "sciknow-paperqa/1"  # manifest["format"] of the folders this module reads
@@ -39,7 +39,10 @@ class DatasetError(FileNotFoundError):
 
 
 def _missing(path: Path) -> DatasetError:
-    return DatasetError(f"{path}: no built dataset here; run notebook 06 first (or set datasets_dir)")
+    return DatasetError(
+        f"{path}: no built dataset here; run notebook 06 first (it needs `bash scripts/setup.sh --writers`, the PLOS "
+        f"articles in {SHARED_DIR / 'corpora' / 'plos-starter'} and about 56 min, 18 min with quick=True), or set "
+        "`dataset` (notebook 07's parameter; `--dataset` of sciknow.sweep) to a built dataset folder")
 
 
 def load_manifest(dataset: str | Path) -> dict[str, Any]:

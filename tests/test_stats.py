@@ -188,7 +188,7 @@ def test_plots_draw_one_line_bar_and_row_per_entry(tmp_path):
     diffs = stats.paired_differences(df, "condition", "base", by=["variant"])
     ax = plots.forest(diffs)
     assert len(ax.containers) == 4 and len(ax.get_yticklabels()) == 4
-    assert "variant=original: better - base (p=" in ax.get_yticklabels()[0].get_text()
+    assert "original questions: better minus base (p = " in ax.get_yticklabels()[0].get_text()
     ax.figure.savefig(tmp_path / "forest.png")
 
     one = stats.summarize(df[(df["document"] == "doc0") & (df["question_id"] == "q0")], by=["condition"])

@@ -136,7 +136,7 @@ def test_assemble_from_installed_packages_once(tmp_path, monkeypatch):
     assert writers.assemble(spec, tmp_path / "cache").read_bytes() == data
 
 
-def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch):
+def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch, capsys):
     _, spec, site = fake_packages(tmp_path, monkeypatch)
     missing = spec.parts[1]
     (site / missing.module / "__init__.py").unlink()
@@ -149,6 +149,7 @@ def test_missing_package_names_it_and_the_install_command(tmp_path, monkeypatch)
                                                  r"run: bash scripts/setup.sh --writers"):
         writers.assemble(spec, tmp_path / "cache")
     assert not (tmp_path / "cache" / "fake.gguf").exists()
+    assert "joining" not in capsys.readouterr().out  # refused before it announces any work
 
 
 def test_registry():
@@ -185,7 +186,9 @@ def test_a_writer_that_is_not_installed_says_how_to_install_it(tmp_path, monkeyp
     doc = tmp_path / "doc.txt"
     doc.write_text("Zephyrite is a violet crystal found in 2041 at 4,870 meters below the Tasman Sea.")
     assert augment.main([str(doc), "-o", str(tmp_path / "set.json"), "--writer", name]) == 2
-    error = capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "joining" not in printed.out  # notebook 00 on the default setup: the fix comes first, nothing else
+    error = printed.err
     assert error.startswith(f"sciknow.make.augment: error: writer model {name!r} is not installed: missing PyPI "
                             "package(s) sciknow-absent-package-part1==0.1.0 (part 1), ")
     assert "and 0 more" not in error and error.strip().endswith("run: bash scripts/setup.sh --writers")
