@@ -14,10 +14,11 @@ def setup_sh_packages() -> set[str]:
     """Every requirement scripts/setup.sh pip-installs by default (not the opt-in --writers block)."""
     script = REPO.joinpath("scripts", "setup.sh").read_text().replace("\\\n", " ")
     script = script.split('if [[ " $* " == *" --writers "* ]]')[0]
+    default_torch = re.search(r"^TORCH=\$\{SCIKNOW_TORCH:-(\S+)\}$", script, re.M).group(1)
     packages = set()
     for line in script.splitlines():
         if line.startswith('"${PIP[@]}"'):
-            line = line.replace("${SCIKNOW_TORCH:-torch==2.13.0}", "torch==2.13.0").replace('"', "")
+            line = line.replace("$TORCH", default_torch).replace('"', "")
             packages |= {t for t in line.split()[1:] if REQUIREMENT.match(t) and t != "-e"}
     return packages
 
