@@ -86,13 +86,17 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         record["n_texts"] = len(texts)
         loaded = models.get(config.model)
         with models.trainable(loaded, config.train) as model:
+            record["load_s"] = round(time.perf_counter() - start, 2)  # wall_s = load_s + answer_s + training
+            record["answer_s"] = 0.0
             record["levers"] = levers(model, config.train)
             record["metrics_before"] = evaluation.prepare(model, loaded.tokenizer)
 
             def evaluate(stats: EpochStats) -> None:
                 final = stats.epoch == config.train.epochs
+                began = time.perf_counter()
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
                          "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final)}
+                record["answer_s"] = round(record["answer_s"] + time.perf_counter() - began, 2)
                 record["per_epoch"].append(entry)
                 if on_epoch:
                     on_epoch(entry)
