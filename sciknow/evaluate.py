@@ -2,6 +2,8 @@
 
 Evaluation is where a sweep spends much of its time, so decoding is batched and wastes little work:
   * prompts are sorted by length and answered `batch_size` at a time;
+  * the prompts' common start (a chat template's system text) is read once, and its KV cache copied into each
+    chunk of the prefill (the same greedy tokens: tests compare with reading every prompt whole);
   * each batch's prompts are read (prefilled) in chunks of `PREFILL_CHUNK` similar-length prompts, so little
     compute goes into padding, and the chunks' KV caches are then joined, left-padded, into one batch;
   * decoding runs greedily on that batch with the KV cache, and a row leaves the batch as soon as it emits an
