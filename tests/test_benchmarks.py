@@ -34,8 +34,8 @@ def test_quick_benchmark_on_tiny_model(tmp_path, shared_dir):
 
 def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
     env = dict(os.environ, SCIKNOW_BENCH_RESULTS=str(tmp_path), OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--model", "tiny-llama", "--only", "suite"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--model", "tiny-llama",
+                          "--only", "suite"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "bench.csv")) if r["section"] == "suite"}
     bound = rows["answering pass: time vs its bound"]
