@@ -45,7 +45,7 @@ def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
     for unit in units:
         wall, load, train, answer = (float(rows[f"unit {unit}: {part}"]["sciknow"])
                                      for part in ("wall time", "loading", "training", "answering"))
-        assert answer > 0 and load >= 0 and abs(load + train + answer - wall) <= 0.001 * wall + 0.02, unit  # 4 digits
+        assert answer > 0 and load >= 0 and abs(load + train + answer - wall) <= 0.001 * wall + 0.02, unit
     assert float(rows["unit untrained: training"]["sciknow"]) < float(rows["unit step-matched: training"]["sciknow"])
 
 
