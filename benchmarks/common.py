@@ -23,7 +23,7 @@ from sciknow.multiple_choice import MCItem, load_mmlu
 RESULTS = Path(os.environ.get("SCIKNOW_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 MMLU_DIR = SHARED_DIR / "reference" / "mmlu"
 PLOS_DIR = SHARED_DIR / "corpora" / "plos-starter"
-SECTIONS = "machine,eval,train,levers,optim,profile,sweep"  # the default run
+SECTIONS = "machine,eval,train,levers,optim,profile,sweep,suite"  # the default run
 OPTIONAL_SECTIONS = "writers"  # only when named in --only: needs `scripts/setup.sh --writers`
 LR = {"lora": 1e-4, "full": 1e-5}
 MAX_SCORE_DIFF = 0.02  # issue: scores of the two sides within 0.02
@@ -37,18 +37,18 @@ PRESETS = {
     "paper": dict(repeats=3, mmlu_repeats=3, max_new_tokens=100, n_mmlu=50, train_texts=42, train_epochs=2,
                   train_repeats=3, max_length=256, sweep_contents=12, sweep_epochs=10, sweep_repeats=2,
                   decode_tokens=32, profile_steps=4, lever_documents=4, lever_epochs=3, lever_repeats=2,
-                  lever_compile=True),
+                  lever_compile=True, suite_documents=2, suite_epochs=3),
     # 16 min: full-size evaluation (5 PolyAI x3, 50 MMLU x100 tokens x1), training on the 12 PolyAI contents
     # for 2 epochs (6 min with the generation passes), a 4-content 3-epoch sweep trial (4 min).
     "standard": dict(repeats=3, mmlu_repeats=1, max_new_tokens=100, n_mmlu=50, train_texts=12, train_epochs=2,
                      train_repeats=1, max_length=256, sweep_contents=4, sweep_epochs=3, sweep_repeats=1,
                      decode_tokens=32, profile_steps=4, lever_documents=2, lever_epochs=3, lever_repeats=2,
-                     lever_compile=False),
+                     lever_compile=False, suite_documents=1, suite_epochs=3),
     # Minutes, for iteration (smoke runs: add --model tiny-llama).
     "quick": dict(repeats=2, mmlu_repeats=1, max_new_tokens=24, n_mmlu=16, train_texts=4, train_epochs=2,
                   train_repeats=1, max_length=128, sweep_contents=2, sweep_epochs=2, sweep_repeats=1,
                   decode_tokens=16, profile_steps=2, lever_documents=1, lever_epochs=1, lever_repeats=1,
-                  lever_compile=False),
+                  lever_compile=False, suite_documents=1, suite_epochs=1),
 }
 
 
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     p.add_argument("--lever-repeats", type=int, help="repeats of every lever setting (median)")
     p.add_argument("--lever-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure torch.compile (minutes of compilation)")
+    p.add_argument("--suite-documents", type=int, help="suite documents per notebook-08 unit (section suite)")
+    p.add_argument("--suite-epochs", type=int, help="E of the notebook-08 units (section suite)")
     p.add_argument("--writer-documents", type=int, default=3,
                    help="suite documents each writer augments (section writers; needs setup.sh --writers)")
     p.add_argument("--writers", default="qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct",

@@ -15,26 +15,43 @@ from sciknow.evaluate import build_prompt
 from sciknow.models import LoadedModel
 
 
+class Yardstick:
+    """One sample at a time of the fp32 matmul peak and the memory bandwidth, so that a section can take them
+    interleaved with its own timings."""
+
+    def __init__(self, n: int = 2048) -> None:
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.src = torch.empty(64 * 2 ** 20)  # 256 MiB of fp32
+        self.dst = torch.empty_like(self.src)
+        self.a @ self.b
+        self.dst.copy_(self.src)
+
+    def peak(self, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> float:
+        """FLOP/s of one square `torch.mm` (default: fp32 2048²)."""
+        a, b = (self.a, self.b) if a is None else (a, b)
+        return 2 * a.shape[0] ** 3 / timed(torch.mm, a, b)[0]
+
+    def bandwidth(self) -> float:
+        """Bytes/s read + written by one 256 MiB copy."""
+        return 2 * self.src.numel() * self.src.element_size() / timed(self.dst.copy_, self.src)[0]
+
+
 def bench_machine(args: argparse.Namespace, report: Report, loaded: LoadedModel) -> Machine:
     log("machine: matmul peak and memory bandwidth")
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    peak = median([2 * n ** 3 / timed(torch.mm, a, b)[0] for _ in range(args.machine_repeats)])
+    yardstick = Yardstick()
+    a, b = yardstick.a, yardstick.b
+    peak = median([yardstick.peak() for _ in range(args.machine_repeats)])
     a16, b16 = a.bfloat16(), b.bfloat16()  # bf16 autocast's matmuls (section `levers`)
     a16 @ b16
-    peak16 = median([2 * n ** 3 / timed(torch.mm, a16, b16)[0] for _ in range(args.machine_repeats)])
-    src = torch.empty(64 * 2 ** 20)  # 256 MiB of fp32
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    bw = median([2 * src.numel() * 4 / timed(dst.copy_, src)[0] for _ in range(args.machine_repeats)])
+    peak16 = median([yardstick.peak(a16, b16) for _ in range(args.machine_repeats)])
+    bw = median([yardstick.bandwidth() for _ in range(args.machine_repeats)])
     # Threads: is the second core worth having right now? (matmul at 1 vs all threads, interleaved)
     threads = torch.get_num_threads()
     by_threads = {1: [], os.cpu_count(): []}
     for _ in range(args.machine_repeats):
         for t in by_threads:
             torch.set_num_threads(t)
-            by_threads[t].append(2 * n ** 3 / timed(torch.mm, a, b)[0])
+            by_threads[t].append(yardstick.peak())
     torch.set_num_threads(threads)
     report.row("machine", "fp32 matmul 2048² peak", peak / 1e9, None, "GFLOP/s", f"median of {args.machine_repeats}")
     report.row("machine", "bf16 matmul 2048² peak vs fp32", peak16 / 1e9, peak / 1e9, "GFLOP/s",

@@ -9,7 +9,8 @@ so a long run leaves partial results behind). Exit status 1 if a correctness che
 
 Sections, one module each: machine (limits of this CPU), eval (batched evaluator vs pipeline per question),
 train (sciknow.train vs HF Trainer), levers (each throughput lever on and off), optim (AdamW variants), profile (where a training step's time goes), sweep
-(one experiment.run trial vs the original recipe's), writers (the offline writer models as writers of knowledge
+(one experiment.run trial vs the original recipe's), suite (notebook 08's units by part; an answering pass vs
+its bound), writers (the offline writer models as writers of knowledge
 sets; not in the default sections: it needs `scripts/setup.sh --writers`). The original recipe is in benchmarks/recipe.py.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from benchmarks.levers import bench_levers  # noqa: E402
 from benchmarks.machine import bench_decode_bound, bench_machine  # noqa: E402
 from benchmarks.optim import bench_optim  # noqa: E402
 from benchmarks.profile import bench_profile  # noqa: E402
+from benchmarks.suite import bench_suite  # noqa: E402
 from benchmarks.sweep import bench_sweep  # noqa: E402
 from benchmarks.train import bench_train  # noqa: E402
 from benchmarks.writers import bench_writers  # noqa: E402
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if "machine" in sections:
         bench_decode_bound(args, report, loaded, machine)
         report.write(args, started)
-    k = polyai()
+    k = polyai() if sections & {"eval", "train"} else None  # the shared folder only when needed
     if "eval" in sections:
         bench_eval(args, report, loaded, machine, "polyai", [q.question for q in k.questions],
                    lambda i, a: keyword_score(a, k.questions[i].keywords), "keyword score", args.repeats)
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         report.write(args, started)
     if "sweep" in sections:
         bench_sweep(args, report)
+        report.write(args, started)
+    if "suite" in sections:
+        bench_suite(args, report, loaded)
         report.write(args, started)
     if "writers" in sections:
         bench_writers(args, report)

@@ -2,6 +2,8 @@
 
 Evaluation is where a sweep spends much of its time, so decoding is batched and wastes little work:
   * prompts are sorted by length and answered `batch_size` at a time;
+  * the prompts' common start (a chat template's system text) is read once, and its KV cache copied into each
+    chunk of the prefill (the same greedy tokens: tests compare with reading every prompt whole);
   * each batch's prompts are read (prefilled) in chunks of `PREFILL_CHUNK` similar-length prompts, so little
     compute goes into padding, and the chunks' KV caches are then joined, left-padded, into one batch;
   * decoding runs greedily on that batch with the KV cache, and a row leaves the batch as soon as it emits an
@@ -14,6 +16,7 @@ Greedy decoding makes answers reproducible; the tests check them token for token
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +29,7 @@ from .scores import keyword_score
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 PLAIN_STOP = "\nQuestion:"  # a base model goes on to invent the next question: its answer ends there
 PREFILL_CHUNK = 8  # prompts read together; sorted by length, so a chunk pads little
+MIN_SHARED_PREFIX = 8  # tokens: a shorter common start of the prompts is read with each prompt, not once
 
 
 def uses_chat_template(tokenizer: PreTrainedTokenizerBase, prompt_style: str = "auto") -> bool:
@@ -160,31 +164,40 @@ def greedy_decode(model: PreTrainedModel, prompts: list[list[int]], max_new_toke
     Each continuation ends with its end token (in `stop_ids`), at the step where `stop(tokens)` first holds,
     or after `max_new_tokens` tokens. Rows share one left-padded timeline: row r's tokens sit at positions
     0, 1, ... of its own (explicit `position_ids`), and the attention mask hides its padding.
+    A step's bookkeeping is a few tensor ops on the whole batch; only a `stop` test looks at rows one by one.
     """
     cache, mask, logits = _prefill(model, prompts, pad_id)
     cache_kwarg = cache_argument(model)
-    positions = mask.sum(1)  # position of each row's next token
-    rows = list(range(len(prompts)))  # live row -> prompt index
-    out: list[list[int]] = [[] for _ in prompts]
+    device = logits.device
+    stop_tensor = torch.tensor(sorted(stop_ids), device=device)
+    prompt_width = mask.shape[1]
+    # Every step's attention mask at once: step s attends to the prompt columns plus s + 1 new ones.
+    mask = torch.cat([mask, mask.new_ones(len(prompts), max_new_tokens)], dim=1)
+    positions = mask[:, :prompt_width].sum(1, keepdim=True)  # position of each row's next token
+    live = torch.arange(len(prompts), device=device)  # live row -> prompt index
+    new_tokens = torch.full((len(prompts), max_new_tokens), pad_id, dtype=torch.long, device=device)
+    lengths = [max_new_tokens] * len(prompts)
     for step in range(max_new_tokens):
         next_ids = logits.argmax(-1)
-        keep = []
-        for live, (row, token) in enumerate(zip(rows, next_ids.tolist())):
-            out[row].append(token)
-            if token not in stop_ids and not (stop and stop(out[row])):
-                keep.append(live)
-        if not keep or step == max_new_tokens - 1:
+        new_tokens[live, step] = next_ids
+        finished = torch.isin(next_ids, stop_tensor)
+        if stop is not None:
+            so_far = new_tokens[live, :step + 1].tolist()
+            finished |= torch.tensor([stop(tokens) for tokens in so_far], device=device)
+        if step == max_new_tokens - 1:
             break
-        if len(keep) < len(rows):  # finished rows leave the batch and its KV cache
-            index = torch.tensor(keep)  # on the CPU: indexing moves it to each cache layer's device (split models)
-            cache.batch_select_indices(index)
-            rows = [rows[i] for i in keep]
-            next_ids, mask, positions = next_ids[index], mask[index], positions[index]
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        logits = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=positions[:, None],
-                       use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
-        positions = positions + 1
-    return out
+        if finished.any():  # finished rows leave the batch and its KV cache
+            for row in live[finished].tolist():
+                lengths[row] = step + 1
+            keep = (~finished).nonzero().squeeze(1)
+            if len(keep) == 0:
+                break
+            # The index on the CPU: indexing moves it to each cache layer's device (a model split over GPUs).
+            cache.batch_select_indices(keep.cpu())
+            live, next_ids, mask, positions = live[keep], next_ids[keep], mask[keep], positions[keep]
+        logits = model(input_ids=next_ids[:, None], attention_mask=mask[:, :prompt_width + step + 1],
+                       position_ids=positions + step, use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
+    return [tokens[:n] for tokens, n in zip(new_tokens.tolist(), lengths)]
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,13 +225,23 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
     # A sliding-window layer keeps only its last `window` tokens, so a chunk's cache could not be padded to
     # the batch's timeline: read long prompts as one padded batch, as `generate` does.
     chunk = len(prompts) if window and longest > window else PREFILL_CHUNK
-    caches, masks, logits = [], [], []
     cache_kwarg = cache_argument(model)
+    # The prompts' common start (a chat template's system text) is read once; every chunk then reads only its
+    # prompts' rest after a copy of its KV cache, as [shared | padding | rest] with the padding masked.
+    shared = 0 if window else _shared_prefix_length(prompts)
+    prefix = _read_prefix(model, prompts[0][:shared], device, cache_kwarg) if shared else None
+    caches, masks, logits = [], [], []
     for start in range(0, len(prompts), chunk):
-        part = prompts[start:start + chunk]
+        part = [p[shared:] for p in prompts[start:start + chunk]]
         ids, mask = _left_pad(part, pad_id, max(len(p) for p in part), device)
-        cache = DynamicCache(config=model.config)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+        positions = shared + (mask.cumsum(1) - 1).clamp(min=0)
+        if prefix is None:
+            cache = DynamicCache(config=model.config)
+        else:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(part), -1, -1, -1), v.expand(len(part), -1, -1, -1))
+                                                 for k, v in prefix], config=model.config)
+            mask = torch.cat([mask.new_ones(len(part), shared), mask], dim=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                     use_cache=True, logits_to_keep=1, **{cache_kwarg: cache})
         caches.append(cache)
         masks.append(mask)
@@ -264,6 +287,24 @@ def keyword_prediction(question: Question, prompt: str, answer: str) -> dict:
     return {"question_id": question.id, "question": question.question, "prompt": prompt, "answer": answer,
             "score": keyword_score(answer, question.keywords),
             "found": [k for k in question.keywords if k in answer], "keywords": list(question.keywords)}
+
+
+def _shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens at the start of every prompt that are read once for all (0: fewer than MIN_SHARED_PREFIX, or one
+    prompt); every prompt keeps at least one token of its own, whose logits give its first answer token."""
+    if len(prompts) < 2:
+        return 0
+    n = len(os.path.commonprefix(prompts))
+    n = min(n, min(len(p) for p in prompts) - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _read_prefix(model: PreTrainedModel, prefix: list[int], device, cache_kwarg: str) -> list[tuple]:
+    """(keys, values) per layer of the KV cache of `prefix` at positions 0, 1, ..., batch size 1."""
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1,
+          position_ids=torch.arange(len(prefix), device=device)[None], **{cache_kwarg: cache})
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def answer_and_score(

@@ -85,6 +85,8 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         record["n_texts"] = len(texts)
         loaded = models.get(config.model, deepspeed=config.train.method == "deepspeed")
         with models.trainable(loaded, config.train) as model:
+            record["load_s"] = round(time.perf_counter() - start, 2)  # wall_s = load_s + answer_s + training
+            record["answer_s"] = 0.0
             record["levers"] = levers(model, config.train)
             record["metrics_before"] = evaluation.prepare(model, loaded.tokenizer)
 
@@ -94,6 +96,7 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
                          "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final),
                          "train_s": round(stats.train_s, 3), "eval_s": round(time.perf_counter() - eval_start, 3)}
+                record["answer_s"] = round(record["answer_s"] + entry["eval_s"], 2)
                 record["per_epoch"].append(entry)
                 if on_epoch:
                     on_epoch(entry)

@@ -70,7 +70,7 @@ def _add_cells(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
 
 def _run_columns(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in ("run_id", "config_id", "task", "status", "error", "started_at", "wall_s",
-                                      "best_score", "final_score", "n_texts")}
+                                      "load_s", "answer_s", "best_score", "final_score", "n_texts")}
     config = record.get("config") or {}
     _add_cells("", config, row)
     if isinstance(config.get("tags"), dict):

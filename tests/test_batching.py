@@ -103,11 +103,15 @@ def test_answers_keep_question_order(tiny):
 
 
 def test_decoding_uses_kv_cache(tiny, forward_batches, monkeypatch):
-    """With the KV cache only the prefill reads whole prompts; every later pass feeds one token per row. Without
-    it each step re-reads the prompt: answers stay the same, evaluation gets much slower."""
+    """With the KV cache only the prefill reads prompts (the chat template's common start once, then each
+    chunk's rest); every later pass feeds one token per row. Without it each step re-reads the prompt: answers
+    stay the same, evaluation gets much slower."""
     monkeypatch.setattr(evaluate, "PREFILL_CHUNK", 2)
     generate_answers(tiny.model, tiny.tokenizer, QUESTIONS[:4], max_new_tokens=4, batch_size=4)
-    prefill, decode = forward_batches[:2], forward_batches[2:]
+    shared = evaluate._shared_prefix_length(_prompt_ids(tiny, QUESTIONS[:4]))
+    assert shared >= evaluate.MIN_SHARED_PREFIX, "SmolLM2's chat template starts every prompt alike"
+    prefix, prefill, decode = forward_batches[0], forward_batches[1:3], forward_batches[3:]
+    assert prefix == (1, shared)
     assert [rows for rows, _ in prefill] == [2, 2] and all(tokens > 1 for _, tokens in prefill)
     assert decode and all(tokens == 1 for _, tokens in decode), f"later steps should feed one token: {decode}"
 
@@ -133,3 +137,44 @@ def test_stop_function_ends_a_row(tiny):
     stopped = greedy_decode(tiny.model, prompts, 6, stop_ids, tiny.tokenizer.pad_token_id,
                             stop=lambda tokens: len(tokens) == 2)
     assert stopped == [new[:2] for new in free]
+
+
+def test_shared_prefix_read_once_changes_no_token(tiny, monkeypatch):
+    """The chat template's common start read once (today) against read with every prompt (before): the same
+    tokens, in chunks whose caches are joined and rows that finish early."""
+    prompts = sorted(_prompt_ids(tiny), key=len)
+    stop_ids = end_token_ids(tiny.model, tiny.tokenizer)
+    free = greedy_decode(tiny.model, prompts, 8, stop_ids, tiny.tokenizer.pad_token_id)
+    stop_ids |= {free[1][2], free[5][4]}
+    monkeypatch.setattr(evaluate, "PREFILL_CHUNK", 3)
+    shared = greedy_decode(tiny.model, prompts, 8, stop_ids, tiny.tokenizer.pad_token_id)
+    monkeypatch.setattr(evaluate, "MIN_SHARED_PREFIX", 10 ** 6)
+    whole = greedy_decode(tiny.model, prompts, 8, stop_ids, tiny.tokenizer.pad_token_id)
+    assert shared == whole and len({len(new) for new in shared}) > 1
+
+
+def test_no_shared_prefix_without_a_common_start():
+    assert evaluate._shared_prefix_length([[1] * 20]) == 0  # one prompt: nothing to share
+    assert evaluate._shared_prefix_length([[1] * 20, [2] + [1] * 19]) == 0
+    assert evaluate._shared_prefix_length([[1] * 20, [1] * 9 + [2]]) == 9
+    assert evaluate._shared_prefix_length([[1] * 9, [1] * 20]) == 8  # every prompt keeps a token of its own
+    assert evaluate._shared_prefix_length([[1] * 5 + [2], [1] * 5 + [3]]) == 0  # below MIN_SHARED_PREFIX
+
+
+@pytest.mark.slow
+def test_smollm2_suite_answers_equal_model_generate_and_whole_prompts(monkeypatch):
+    """SmolLM2 on a suite document's questions and paraphrases (notebook 08's 48 tokens, one batch): the same
+    greedy tokens as `model.generate` one prompt at a time, and as reading every prompt whole."""
+    from sciknow.config import SUITE_DIR
+    from sciknow.data import load_suite
+
+    smol = models.load(ModelSpec(name="smollm2-135m-instruct"))
+    kset = load_suite(SUITE_DIR, ["astro-sevrinne"])[0]
+    prompts = sorted(_prompt_ids(smol, [x for q in kset.questions[:3] for x in (q.question, q.paraphrase)]), key=len)
+    stop_ids = end_token_ids(smol.model, smol.tokenizer)
+    with torch.no_grad():
+        shared = greedy_decode(smol.model, prompts, 48, stop_ids, smol.tokenizer.pad_token_id)
+        monkeypatch.setattr(evaluate, "MIN_SHARED_PREFIX", 10 ** 6)
+        whole = greedy_decode(smol.model, prompts, 48, stop_ids, smol.tokenizer.pad_token_id)
+        reference = [_reference(smol, p, 48, stop_ids) for p in prompts]
+    assert shared == whole == reference

@@ -32,6 +32,23 @@ def test_quick_benchmark_on_tiny_model(tmp_path, shared_dir):
     assert {r["section"] for r in rows} >= {"eval", "train", "sweep"}
 
 
+def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
+    env = dict(os.environ, SCIKNOW_BENCH_RESULTS=str(tmp_path), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--model", "tiny-llama",
+                          "--only", "suite"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "bench.csv")) if r["section"] == "suite"}
+    bound = rows["answering pass: time vs its bound"]
+    assert 0 < float(bound["original"]) < float(bound["sciknow"])  # the bound is below the measured time
+    assert float(rows["answering tokens/s vs bound"]["sciknow"]) > 0
+    units = ["untrained", "1 contents", "3 contents", "5 contents", "step-matched", "translations"]
+    for unit in units:
+        wall, load, train, answer = (float(rows[f"unit {unit}: {part}"]["sciknow"])
+                                     for part in ("wall time", "loading", "training", "answering"))
+        assert answer > 0 and load >= 0 and abs(load + train + answer - wall) <= 0.001 * wall + 0.02, unit
+    assert float(rows["unit untrained: training"]["sciknow"]) < float(rows["unit step-matched: training"]["sciknow"])
+
+
 def sciknow_private_uses(source: str) -> list[str]:
     """`_private` names a module takes from sciknow: imported by name, or read as an attribute of something
     imported from sciknow (`models._current`)."""

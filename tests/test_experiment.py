@@ -19,6 +19,9 @@ def test_two_epochs_on_two_texts_write_two_epoch_rows(tmp_path):
     assert list(table["steps"]) == [2, 4]  # batch size 1: one step per text
     assert table["loss"].notna().all() and table["score"].between(0, 1).all()
     assert table.loc[0, "train.lr"] == 1e-3 and table.loc[0, "data.contents"] == "C1,C2"
+    # The wall time split: loading, answering (two passes), and training the rest.
+    assert record["load_s"] >= 0 and record["answer_s"] > 0 and record["load_s"] + record["answer_s"] < record["wall_s"]
+    assert table.loc[0, "answer_s"] == record["answer_s"]
     predictions = results.predictions_table(path)
     assert len(predictions) == 2 * 5 and {"prompt", "answer", "score"} <= set(predictions.columns)
     # The record carries its full config: it re-creates the same run.
