@@ -445,6 +445,7 @@ class AugmentReport:
     dropped_paraphrases: list[str] = field(default_factory=list)
     rewrites_kept: list[str] = field(default_factory=list)
     rewrites_retried: list[str] = field(default_factory=list)
+    rewrites_partial: list[str] = field(default_factory=list)  # kept with missing keywords (partial="keep")
     dropped_rewrites: list[str] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
     steps_run: int = 0
@@ -535,32 +536,86 @@ def rewrite_prompt(style: str, text: str, problem: str = "") -> str:
                                  example_text=EXAMPLE_TEXT, example=STYLE_EXAMPLES[style], text=text)
 
 
-def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],
-              report: AugmentReport) -> dict[str, str]:
+PARTIAL_REWRITES = ("drop", "keep")  # a rewrite missing keywords is dropped whole, or kept with its coverage
+
+
+@dataclass
+class RewriteAttempt:
+    text: str
+    missing: list[str]  # the keywords it lacks
+    problem: str  # "" when faithful (`check_rewrite`)
+    other_problem: str = ""  # what is wrong apart from missing keywords: too short, a copy ("" if nothing)
+
+    @property
+    def partial(self) -> bool:
+        """Does it fail only by missing keywords?"""
+        return bool(self.missing) and not self.other_problem
+
+
+@dataclass
+class RewriteOutcome:
+    """One style's attempts: the first, and the retry when the first failed the fidelity check."""
+
+    style: str
+    attempts: list[RewriteAttempt]
+
+    def chosen(self, partial: str = "drop") -> RewriteAttempt | None:
+        """The attempt the set keeps: the first faithful one; with `partial="keep"`, else the partial attempt
+        carrying the most keywords (the later one on a tie: the retry was told what was missing)."""
+        faithful = [a for a in self.attempts if not a.problem]
+        if faithful:
+            return faithful[0]
+        partial_ones = [a for a in self.attempts if a.partial]
+        if partial == "keep" and partial_ones:
+            return max(reversed(partial_ones), key=lambda a: -len(a.missing))
+        return None
+
+
+def _attempt(text: str, source: str, keywords: Sequence[str]) -> RewriteAttempt:
+    missing, problem = check_rewrite(text, source, keywords)
+    return RewriteAttempt(text, missing, problem, other_problem=check_rewrite(text, source, ())[1])
+
+
+def write_rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str]
+                   ) -> list[RewriteOutcome]:
+    """Each style written, checked for fidelity against `keywords`, and written once more, naming what was
+    wrong, if it failed; all attempts returned (recorded by `runner`)."""
     budget = max(256, 3 * len(text.split()) + 64)  # room for a rewrite somewhat longer than the source
     first = [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
     outputs = runner.run(first)
-    kept: dict[str, str] = {}
+    outcomes = {s: RewriteOutcome(s, [_attempt(clean_output(outputs[f"rewrite:{s}"]), text, keywords)])
+                for s in styles}
     retries = []
-    for style in styles:
-        rewrite = clean_output(outputs[f"rewrite:{style}"])
-        missing, problem = check_rewrite(rewrite, text, keywords)
-        if not problem:
-            kept[style] = rewrite
+    for style, outcome in outcomes.items():
+        first_try = outcome.attempts[0]
+        if first_try.problem:
+            fix = RETRY_MISSING.format(phrases="; ".join(first_try.missing)) if first_try.missing else RETRY_COPY
+            retries.append((style, Step(f"rewrite:{style}:retry", rewrite_prompt(style, text, fix), budget)))
+    outputs = runner.run([step for _, step in retries])
+    for style, step in retries:
+        outcomes[style].attempts.append(_attempt(clean_output(outputs[step.name]), text, keywords))
+    return [outcomes[s] for s in styles]
+
+
+def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],
+              report: AugmentReport, partial: str = "drop") -> dict[str, str]:
+    """The kept rewrites by style (`RewriteOutcome.chosen`), every retry, drop and partial keep reported."""
+    kept: dict[str, str] = {}
+    for outcome in write_rewrites(runner, text, styles, keywords):
+        style, attempts = outcome.style, outcome.attempts
+        if len(attempts) > 1:
+            report.rewrites_retried.append(style)
+        chosen = outcome.chosen(partial)
+        if chosen is None:
+            tries = ["first attempt", "retry"]
+            report.dropped_rewrites.append(f"{style}: " + "; ".join(f"{t} {a.problem}" for t, a in zip(tries, attempts)))
             continue
-        fix = RETRY_MISSING.format(phrases="; ".join(missing)) if missing else RETRY_COPY
-        retries.append((style, problem, Step(f"rewrite:{style}:retry", rewrite_prompt(style, text, fix), budget)))
-    outputs = runner.run([step for _, _, step in retries])
-    for style, first_problem, step in retries:
-        report.rewrites_retried.append(style)
-        rewrite = clean_output(outputs[step.name])
-        _, problem = check_rewrite(rewrite, text, keywords)
-        if problem:
-            report.dropped_rewrites.append(f"{style}: first attempt {first_problem}; retry {problem}")
-        else:
-            kept[style] = rewrite
-    report.rewrites_kept = [s for s in styles if s in kept]
-    return {s: kept[s] for s in styles if s in kept}
+        kept[style] = chosen.text
+        if chosen.missing:
+            report.rewrites_partial.append(f"{style}: {len(keywords) - len(chosen.missing)} of {len(keywords)} "
+                                           f"keywords (missing {chosen.missing})")
+    report.rewrites_kept = list(kept)
+    return kept
 
 
 def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str, *, n_questions: int = 5,
@@ -640,15 +695,17 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
     return AugmentResult(out, write_knowledge_set(kset, out), report)
 
 
-def write_knowledge_set(kset: dict[str, Any], out: Path) -> KnowledgeSet:
-    """Validate `kset` with the loader every set goes through, then write it atomically (never half a set)."""
+def write_knowledge_set(kset: dict[str, Any], out: Path, partial_rewrites: bool = False) -> KnowledgeSet:
+    """Validate `kset` with the loader every set goes through, then write it atomically (never half a set);
+    `partial_rewrites`: its rewrites may miss keywords (`load_knowledge_set`)."""
     data = json.dumps(kset, indent=2, ensure_ascii=False) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / out.name  # same file name, so loader errors name the set being written
         check.write_text(data, encoding="utf-8")
-        load_knowledge_set(check, strict=True)  # also the fair-test rules: keywords in every rewrite, no leaks
+        # also the fair-test rules: keywords in every rewrite (unless partial), no leaks
+        load_knowledge_set(check, strict=True, partial_rewrites=partial_rewrites)
     atomic_write_text(out, data)
-    return load_knowledge_set(out)
+    return load_knowledge_set(out, partial_rewrites=partial_rewrites)
 
 
 # ---------------------------------------------------------------- backends and CLI

@@ -63,6 +63,7 @@ class KnowledgeSet:
     irrelevant_texts: tuple[Content, ...] = ()
     extra_translations: tuple[Content, ...] = ()
     field: str | None = None  # scientific field (suite documents)
+    partial_rewrites: bool = False  # loaded with rewrites allowed to miss keywords (machine-written sets)
 
     def content(self, content_id: str) -> Content:
         for c in self.contents + self.extra_translations:
@@ -80,6 +81,12 @@ class KnowledgeSet:
                                f"(styles present: {sorted({c.style for c in self.contents})})")
             ids.append(matches[0])
         return ids
+
+    def keyword_coverage(self) -> dict[str, tuple[int, int]]:
+        """English content id -> (question keywords it carries verbatim, all question keywords)."""
+        keywords = list(dict.fromkeys(k for q in self.questions for k in q.keywords))
+        return {c.id: (sum(k in c.text for k in keywords), len(keywords)) for c in self.contents
+                if c.lang == "en" and c.style in ENGLISH_REWRITE_STYLES}
 
     def leaked_keywords(self) -> dict[str, list[str]]:
         """Keywords that already appear in their own question: an untrained model gets them for free."""
@@ -236,8 +243,12 @@ def _read_json(path: Path) -> Any:
         raise KnowledgeSetError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
-def load_knowledge_set(path: str | Path, strict: bool = False) -> KnowledgeSet:
-    """Load and validate a knowledge-set JSON file (`strict`: also the fair-test rules, see the module doc)."""
+def load_knowledge_set(path: str | Path, strict: bool = False, partial_rewrites: bool = False) -> KnowledgeSet:
+    """Load and validate a knowledge-set JSON file (`strict`: also the fair-test rules, see the module doc).
+
+    `partial_rewrites` (machine-written rewrites, `sciknow.make.machine_suite`): the fair-test rules except that
+    a rewrite may miss keywords (each keyword must still be in the original); `KnowledgeSet.keyword_coverage`
+    gives what each rewrite carries."""
     path = Path(path)
     if not path.exists() and SHARED_DIR in path.absolute().parents:
         raise KnowledgeSetError(f"{path}: file not found. Shared data is read from {SHARED_DIR} (set SCIKNOW_SHARED "
@@ -260,14 +271,16 @@ def load_knowledge_set(path: str | Path, strict: bool = False) -> KnowledgeSet:
     kset = KnowledgeSet(
         name=raw.get("name", path.stem), path=str(path), contents=contents, questions=questions,
         irrelevant_texts=irrelevant, extra_translations=extra, field=raw.get("field"),
+        partial_rewrites=partial_rewrites,
     )
-    if strict:
+    if strict or partial_rewrites:
         _check_fair(kset)
     return kset
 
 
 def _check_fair(kset: KnowledgeSet) -> None:
-    """Every keyword is in the original and each English rewrite; none is in any question or paraphrase."""
+    """Every keyword is in the original and each English rewrite (only the original when `kset.partial_rewrites`);
+    none is in any question or paraphrase."""
     english = [c for c in kset.contents if c.lang == "en" and c.style in ENGLISH_REWRITE_STYLES]
     if not any(c.style == "original" for c in english):
         raise _fail(f"{kset.path}.contents", "no content with style 'original' and lang 'en'")
@@ -277,8 +290,11 @@ def _check_fair(kset: KnowledgeSet) -> None:
         for k in q.keywords:
             at = f"{kset.path}.questions[{i}].keywords"
             for c in english:
-                if k not in c.text:
-                    raise _fail(at, f"keyword {k!r} is missing from content {c.id} ({c.style})")
+                if k not in c.text and (c.style == "original" or not kset.partial_rewrites):
+                    rule = "" if c.style == "original" else (
+                        ": the rule that every rewrite carries every keyword (a set whose rewrites may miss "
+                        "keywords, machine-written, loads with partial_rewrites=True)")
+                    raise _fail(at, f"keyword {k!r} is missing from content {c.id} ({c.style}){rule}")
             for where, text in asked:
                 if k.lower() in text.lower():
                     raise _fail(at, f"keyword {k!r} occurs in {where} (ignoring case): a free answer")
@@ -291,9 +307,11 @@ def suite_files(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("*.json"))
 
 
-def load_suite(folder: str | Path, documents: Sequence[str] = ()) -> list[KnowledgeSet]:
-    """The suite's documents (all, or those named, in the given order), each loaded strictly, plus the suite
-    rules: keywords unique across documents and absent, ignoring case, from every other document's texts."""
+def load_suite(folder: str | Path, documents: Sequence[str] = (), partial_rewrites: bool = False
+               ) -> list[KnowledgeSet]:
+    """The suite's documents (all, or those named, in the given order), each loaded strictly (`partial_rewrites`:
+    see `load_knowledge_set`), plus the suite rules: keywords unique across documents and absent, ignoring case,
+    from every other document's texts."""
     files = {p.stem: p for p in suite_files(folder)}
     if not files:
         raise KnowledgeSetError(f"{folder}: no *.json documents in this suite folder")
@@ -301,7 +319,7 @@ def load_suite(folder: str | Path, documents: Sequence[str] = ()) -> list[Knowle
         if name not in files:
             close = difflib.get_close_matches(name, list(files), n=1)
             raise KnowledgeSetError(f"{folder}: no document {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    every = [load_knowledge_set(p, strict=True) for p in files.values()]
+    every = [load_knowledge_set(p, strict=True, partial_rewrites=partial_rewrites) for p in files.values()]
     owner: dict[str, KnowledgeSet] = {}
     for a in every:
         for i, q in enumerate(a.questions):

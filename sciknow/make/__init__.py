@@ -1,0 +1,1 @@
+"""Producers: programs that build the repository's stored data (knowledge sets written by a model, ...)."""
