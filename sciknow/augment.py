@@ -463,7 +463,8 @@ class AugmentReport:
         for title, items in (("dropped questions", self.dropped_questions),
                              ("dropped keywords", self.dropped_keywords),
                              ("dropped paraphrases", self.dropped_paraphrases),
-                             ("dropped rewrites", self.dropped_rewrites)):
+                             ("dropped rewrites", self.dropped_rewrites),
+                             ("rewrites kept with missing keywords", self.rewrites_partial)):
             lines += [f"{title}:"] + [f"  - {item}" for item in items] if items else []
         return "\n".join(lines)
 
@@ -621,13 +622,15 @@ def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: li
 def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str, *, n_questions: int = 5,
             styles: Sequence[str] = STYLES, translate_to: Sequence[str] = TRANSLATIONS,
             translator: str = "apertium", name: str | None = None, meta: dict[str, str] | None = None,
-            batch_size: int | None = None, progress: bool = True) -> AugmentResult:
+            batch_size: int | None = None, progress: bool = True, partial_rewrites: str = "drop") -> AugmentResult:
     """Augment `text` into a knowledge set written to `out` (validated, atomic) and return it with its report.
 
     `backend` generates (None: only recorded steps can be used); `writer_id` names it in the step keys and the set.
     `translator`: "apertium" (offline), "writer" (prompted translation by the backend) or "none".
     `batch_size`: prompts per writer call, each call's outputs recorded when it returns (default: the backend's
     own `batch_size`, e.g. a LocalBackend's, else 1: a server answers one request at a time).
+    `partial_rewrites`: a rewrite that misses keywords after its retry is dropped whole ("drop") or kept with its
+    keyword coverage in the report ("keep"; the set then loads with `partial_rewrites=True`).
     """
     text = check_text(text)
     out = Path(out)
@@ -636,6 +639,8 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
         raise AugmentError(f"styles: unknown style(s) {unknown}; expected some of {list(STYLE_PROMPTS)}")
     if n_questions < 1:
         raise AugmentError(f"n_questions={n_questions}: must be >= 1")
+    if partial_rewrites not in PARTIAL_REWRITES:
+        raise AugmentError(f"partial_rewrites={partial_rewrites!r}: expected one of {list(PARTIAL_REWRITES)}")
     translate_to = [lang for lang in translate_to if lang != "en"]
     if translator == "apertium" and translate_to:  # fail now, not after minutes of writing
         apertium = ApertiumTranslator()
@@ -653,7 +658,7 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
                             for i, (d, _) in enumerate(questions, start=1)]
         paraphrase_out = runner.run(paraphrase_steps)
         keywords = list(dict.fromkeys(k for _, ks in questions for k in ks))
-        rewrites = _rewrites(runner, text, styles, keywords, report)
+        rewrites = _rewrites(runner, text, styles, keywords, report, partial_rewrites)
         translations = {}
         if translate_to and translator != "none":
             chosen = ApertiumTranslator() if translator == "apertium" else backend and LLMTranslator(backend)
@@ -692,7 +697,7 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
         "contents": contents,
         "questions": items,
     }
-    return AugmentResult(out, write_knowledge_set(kset, out), report)
+    return AugmentResult(out, write_knowledge_set(kset, out, partial_rewrites == "keep"), report)
 
 
 def write_knowledge_set(kset: dict[str, Any], out: Path, partial_rewrites: bool = False) -> KnowledgeSet:
@@ -754,6 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--translator", default="apertium", choices=["apertium", "writer", "none"])
     parser.add_argument("--name", help="the set's name (default: the output file's stem)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts a local writer generates together")
+    parser.add_argument("--partial-rewrites", default="drop", choices=PARTIAL_REWRITES,
+                        help="a rewrite missing keywords after its retry: drop it, or keep it with its coverage")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="local writer precision (auto: bf16 where the CPU or GPU has native bf16)")
     parser.add_argument("--no-progress", action="store_true")
@@ -765,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.precision)
         result = augment(text, args.out, backend, writer_id, n_questions=args.questions, styles=split(args.styles),
                          translate_to=split(args.translate), translator=args.translator, name=args.name,
-                         meta=meta, progress=not args.no_progress)
+                         meta=meta, progress=not args.no_progress, partial_rewrites=args.partial_rewrites)
     except (ValueError, OSError, RuntimeError) as err:  # AugmentError, BackendError, WriterNotInstalled...
         print(f"sciknow.augment: error: {err}", file=sys.stderr)
         return 2
