@@ -30,6 +30,9 @@ from .config import DEFAULT_KNOWLEDGE_SET, POLYAI_SET, REPO_ROOT, SHARED_DIR, SU
 
 MAX_FILE_BYTES = 50_000_000  # a knowledge set is text written by people: anything larger is a wrong file
 ENGLISH_REWRITE_STYLES = ("original", "qa", "article", "interview", "textbook")
+# A suite folder holding this file is machine-written (sciknow.make.machine_suite): its rewrites may miss keywords.
+PARTIAL_REWRITES_MARKER = "PARTIAL_REWRITES.md"
+MACHINE_SUITE_DIR = REPO_ROOT / "data" / "knowledge" / "suite_machine"
 
 
 class KnowledgeSetError(ValueError):
@@ -362,7 +365,7 @@ def load_sets(data: DataSpec) -> list[KnowledgeSet]:
     """The knowledge sets a run uses: one file, or the chosen documents of a suite folder."""
     path = Path(data.knowledge_set)
     if path.is_dir():
-        return load_suite(path, data.documents)
+        return load_suite(path, data.documents, partial_rewrites=(path / PARTIAL_REWRITES_MARKER).is_file())
     if data.documents:
         raise KnowledgeSetError(f"data.documents={data.documents!r} needs data.knowledge_set to be a suite folder, "
                                 f"not the file {path}")

@@ -31,14 +31,21 @@ from typing import Any
 from ..augment import (DEFAULT_WRITER, STYLES, TRANSLATIONS, AugmentError, RewriteOutcome, StepRunner, check_text,
                        make_backend, sidecar_path, write_knowledge_set, write_rewrites)
 from ..conditions import spread_documents
-from ..config import REPO_ROOT, SUITE_DIR
-from ..data import KnowledgeSet, load_suite
+from ..config import SUITE_DIR
+from ..data import MACHINE_SUITE_DIR, PARTIAL_REWRITES_MARKER, KnowledgeSet, load_suite
 from ..generate import ApertiumTranslator, Backend
 from ..io import atomic_write_text, read_jsonl
 
-OUT_DIR = REPO_ROOT / "data" / "knowledge" / "suite_machine"
+OUT_DIR = MACHINE_SUITE_DIR
 STYLE_IDS = {"original": "C1", "qa": "C2", "article": "C3", "interview": "C4", "textbook": "C5"}  # as the suite's
 TRANSLATION_IDS = {"es": "C6", "ca": "C7", "it": "C8"}
+MARKER_TEXT = """# Machine-written rewrites
+
+The knowledge sets in this folder were written by `python -m sciknow.make.machine_suite`: the suite's originals
+and questions, rewritten by a writer model. Their rewrites may miss question keywords, so this file tells
+`sciknow.data.load_sets` to load the folder with `partial_rewrites=True` (every other rule of the suite holds);
+`KnowledgeSet.keyword_coverage()` gives what each rewrite carries, `reports/` each attempt.
+"""
 
 
 def suite_keywords(kset: KnowledgeSet) -> list[str]:
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / PARTIAL_REWRITES_MARKER, MARKER_TEXT)
     try:
         began = time.perf_counter()
         backend, writer_id = make_backend(args.writer, batch_size=args.batch_size, precision=args.precision)
