@@ -361,11 +361,16 @@ def resolve_knowledge_set(name: str) -> str:
     return str(path)
 
 
+def has_partial_rewrites(folder: str | Path) -> bool:
+    """Is `folder` a machine-written suite (it holds `PARTIAL_REWRITES_MARKER`), loaded with `partial_rewrites`?"""
+    return (Path(folder) / PARTIAL_REWRITES_MARKER).is_file()
+
+
 def load_sets(data: DataSpec) -> list[KnowledgeSet]:
     """The knowledge sets a run uses: one file, or the chosen documents of a suite folder."""
     path = Path(data.knowledge_set)
     if path.is_dir():
-        return load_suite(path, data.documents, partial_rewrites=(path / PARTIAL_REWRITES_MARKER).is_file())
+        return load_suite(path, data.documents, partial_rewrites=has_partial_rewrites(path))
     if data.documents:
         raise KnowledgeSetError(f"data.documents={data.documents!r} needs data.knowledge_set to be a suite folder, "
                                 f"not the file {path}")

@@ -59,7 +59,8 @@ def attempt_report(attempt, keywords: Sequence[str]) -> dict[str, Any]:
 
 
 def machine_document(kset: KnowledgeSet, out_dir: Path, backend: Backend | None, writer_id: str,
-                     batch_size: int = 4, progress: bool = False) -> dict[str, Any]:
+                     batch_size: int = 4, translate_to: Sequence[str] = TRANSLATIONS, progress: bool = False
+                     ) -> dict[str, Any]:
     """Rewrite one suite document, write its set and report (see the module docstring); return the report."""
     began = time.perf_counter()
     original = kset.content("C1")
@@ -69,7 +70,7 @@ def machine_document(kset: KnowledgeSet, out_dir: Path, backend: Backend | None,
     runner = StepRunner(backend, writer_id, text, sidecar_path(out), batch_size=batch_size, progress=progress)
     try:
         outcomes = write_rewrites(runner, text, STYLES, keywords)
-        translations = runner.translate(ApertiumTranslator(), "apertium", TRANSLATIONS)
+        translations = runner.translate(ApertiumTranslator(), "apertium", translate_to) if translate_to else {}
     finally:
         runner.close()
     records = [r for r in read_jsonl(sidecar_path(out)) if r.get("writer") == writer_id]
