@@ -101,6 +101,10 @@ def test_machine_document_records_every_attempt_and_writes_a_relaxed_set(tmp_pat
 def test_machine_conditions_train_each_documents_own_texts(tmp_path):
     folder = tmp_path / "machine"
     machine_folder(folder, PLAN, NAMES)
+    summary = machine_suite.summarize(folder)  # keep rates over the documents done
+    assert (summary["documents"], summary["rewrites"], summary["kept"], summary["kept_partial"]) == (NAMES, 8, 1, 2)
+    assert summary["by_style"]["qa"] == {"kept": 1, "kept_partial": 1, "unusable": 0,
+                                         "mean_coverage_of_attempts": round((1 + 2 * 10 / 11) / 3, 3)}
     base = RunConfig(task="08", model=ModelSpec(name="tiny-llama"), data=DataSpec(knowledge_set=str(SUITE_DIR)))
     named = conditions.conditions(base, 2, [1, 3], ["step-matched", *conditions.MACHINE_CONDITIONS])
     assert "machine rewrites" not in named  # built per document below

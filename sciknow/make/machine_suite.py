@@ -128,6 +128,31 @@ def machine_set(kset: KnowledgeSet, text: str, outcomes: Sequence[RewriteOutcome
     }
 
 
+def summarize(out_dir: Path) -> dict[str, Any]:
+    """Keep rates and keyword coverage over the documents done so far (their reports), per style and in all."""
+    reports = [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "reports").glob("*.json"))
+               if p.name != "summary.json"]
+    by_style = {}
+    for style in STYLES:
+        rows = [r["rewrites"][style] for r in reports if style in r["rewrites"]]
+        carried = [a["keywords_carried"] / r["keywords"] for r in reports if style in r["rewrites"]
+                   for a in r["rewrites"][style]["attempts"]]
+        by_style[style] = {"kept": sum(x["kept"] for x in rows), "kept_partial": sum(x["stored"] and not x["kept"]
+                                                                                      for x in rows),
+                           "unusable": sum(not x["stored"] for x in rows),
+                           "mean_coverage_of_attempts": round(sum(carried) / len(carried), 3) if carried else None}
+    stored = [x["keywords_carried"] / r["keywords"] for r in reports for x in r["rewrites"].values() if x["stored"]]
+    return {
+        "documents": [r["document"] for r in reports], "writer": sorted({r["writer"] for r in reports}),
+        "rewrites": len(reports) * len(STYLES), "kept": sum(len(r["kept"]) for r in reports),
+        "kept_partial": sum(len(r["kept_partial"]) for r in reports),
+        "mean_coverage_of_stored": round(sum(stored) / len(stored), 3) if stored else None,
+        "by_style": by_style,
+        "writer_seconds": {r["document"]: r["writer_seconds"] for r in reports},
+        "writer_seconds_total": round(sum(r["writer_seconds"] for r in reports), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sciknow.make.machine_suite", description=__doc__.split("\n\n")[0])
     parser.add_argument("--documents", default="", help="comma-separated suite documents (default: all)")
@@ -136,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--summary", action="store_true", help="only summarise the reports written so far")
     args = parser.parse_args(argv)
+    if args.summary:
+        summary = summarize(Path(args.out))
+        atomic_write_text(Path(args.out) / "reports" / "summary.json", json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
