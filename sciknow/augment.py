@@ -380,20 +380,12 @@ class StepRunner:
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start:start + self.batch_size]
             self.bar.set_postfix_str(", ".join(s.name for s in chunk))
-            if self.backend is None:
-                raise AugmentError("no writer given, and these steps are not recorded yet: "
-                                   + ", ".join(s.name for s in chunk))
-            began = time.perf_counter()
-            # One call per chunk; a chunk's steps share max_new_tokens (they come from one stage).
-            texts = self.backend.complete([s.prompt for s in chunk], max(s.max_new_tokens for s in chunk))
-            seconds = time.perf_counter() - began
-            self.writer_seconds += seconds
-            if len(texts) != len(chunk):
-                raise AugmentError(f"writer {self.writer_id} returned {len(texts)} texts for {len(chunk)} prompts")
-            for step, text in zip(chunk, texts):
-                self.record(step, text if isinstance(text, str) else "", seconds / len(chunk))
-                outputs[step.name] = self.done[self.key(step)]
+            generate_chunk([(self, step) for step in chunk])
+            outputs.update((step.name, self.done[self.key(step)]) for step in chunk)
         return outputs
+
+    def pending(self, steps: Sequence[Step]) -> list[Step]:
+        return [step for step in steps if self.key(step) not in self.done]
 
     def record(self, step: Step, output: str, seconds: float, who: str | None = None) -> None:
         key = self.key(step, who)
@@ -425,6 +417,31 @@ class StepRunner:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def generate_chunk(items: Sequence[tuple[StepRunner, Step]]) -> None:
+    """One writer call for `items` (steps of one or several runners sharing a backend), each output recorded by
+    its runner with its share of the call's time. The steps share max_new_tokens (they come from one stage)."""
+    runner = items[0][0]
+    if runner.backend is None:
+        raise AugmentError("no writer given, and these steps are not recorded yet: "
+                           + ", ".join(step.name for _, step in items))
+    began = time.perf_counter()
+    texts = runner.backend.complete([step.prompt for _, step in items], max(s.max_new_tokens for _, s in items))
+    seconds = (time.perf_counter() - began) / len(items)
+    if len(texts) != len(items):
+        raise AugmentError(f"writer {runner.writer_id} returned {len(texts)} texts for {len(items)} prompts")
+    for (owner, step), text in zip(items, texts):
+        owner.writer_seconds += seconds
+        owner.record(step, text if isinstance(text, str) else "", seconds)
+
+
+def generate_together(jobs: Sequence[tuple[StepRunner, Sequence[Step]]], batch_size: int) -> None:
+    """The unrecorded steps of several runners (documents) generated together, `batch_size` prompts per writer
+    call (the first runner's backend): a local writer decodes a larger batch for little more time per step."""
+    pending = [(runner, step) for runner, steps in jobs for step in runner.pending(steps)]
+    for start in range(0, len(pending), max(1, batch_size)):
+        generate_chunk(pending[start:start + max(1, batch_size)])
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -577,25 +594,43 @@ def _attempt(text: str, source: str, keywords: Sequence[str]) -> RewriteAttempt:
     return RewriteAttempt(text, missing, problem, other_problem=check_rewrite(text, source, ())[1])
 
 
+def first_rewrite_steps(text: str, styles: Sequence[str]) -> list[Step]:
+    budget = max(256, 3 * len(text.split()) + 64)  # room for a rewrite somewhat longer than the source
+    return [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
+
+
+def first_attempts(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str]
+                   ) -> list[RewriteOutcome]:
+    """Each style written once and checked for fidelity against `keywords`."""
+    outputs = runner.run(first_rewrite_steps(text, styles))
+    return [RewriteOutcome(s, [_attempt(clean_output(outputs[f"rewrite:{s}"]), text, keywords)]) for s in styles]
+
+
+def retry_steps(text: str, outcomes: Sequence[RewriteOutcome]) -> dict[str, Step]:
+    """Style -> its retry, for each style whose first attempt failed, naming what was wrong."""
+    budget = first_rewrite_steps(text, ["qa"])[0].max_new_tokens
+    retries = {}
+    for outcome in outcomes:
+        first_try = outcome.attempts[0]
+        if first_try.problem:
+            fix = RETRY_MISSING.format(phrases="; ".join(first_try.missing)) if first_try.missing else RETRY_COPY
+            retries[outcome.style] = Step(f"rewrite:{outcome.style}:retry",
+                                          rewrite_prompt(outcome.style, text, fix), budget)
+    return retries
+
+
 def write_rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str]
                    ) -> list[RewriteOutcome]:
     """Each style written, checked for fidelity against `keywords`, and written once more, naming what was
     wrong, if it failed; all attempts returned (recorded by `runner`)."""
-    budget = max(256, 3 * len(text.split()) + 64)  # room for a rewrite somewhat longer than the source
-    first = [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
-    outputs = runner.run(first)
-    outcomes = {s: RewriteOutcome(s, [_attempt(clean_output(outputs[f"rewrite:{s}"]), text, keywords)])
-                for s in styles}
-    retries = []
-    for style, outcome in outcomes.items():
-        first_try = outcome.attempts[0]
-        if first_try.problem:
-            fix = RETRY_MISSING.format(phrases="; ".join(first_try.missing)) if first_try.missing else RETRY_COPY
-            retries.append((style, Step(f"rewrite:{style}:retry", rewrite_prompt(style, text, fix), budget)))
-    outputs = runner.run([step for _, step in retries])
-    for style, step in retries:
-        outcomes[style].attempts.append(_attempt(clean_output(outputs[step.name]), text, keywords))
-    return [outcomes[s] for s in styles]
+    outcomes = first_attempts(runner, text, styles, keywords)
+    retries = retry_steps(text, outcomes)
+    outputs = runner.run(list(retries.values()))
+    for outcome in outcomes:
+        if outcome.style in retries:
+            retry = outputs[retries[outcome.style].name]
+            outcome.attempts.append(_attempt(clean_output(retry), text, keywords))
+    return outcomes
 
 
 def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],

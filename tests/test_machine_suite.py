@@ -26,9 +26,11 @@ class ScriptedRewriter:
         self.by_text = {k.content("C1").text: k for k in ksets}
         self.plan = plan
         self.prompts: list[str] = []
+        self.calls: list[int] = []  # prompts per call
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         self.prompts += prompts
+        self.calls.append(len(prompts))
         return [self.reply(p) for p in prompts]
 
     def reply(self, prompt: str) -> str:
@@ -45,16 +47,20 @@ class ScriptedRewriter:
         return f"{style.title()} notes on {kset.name}.\n" + "\n".join(f"One fact is {k}." for k in kept)
 
 
-def machine_folder(folder: Path, plan: dict[tuple[str, str], str], names: list[str], translate_to=()
-                   ) -> dict[str, dict]:
+def machine_folder(folder: Path, plan: dict[tuple[str, str], str], names: list[str], translate_to=(),
+                   together: bool = False) -> dict[str, dict]:
     """A machine suite folder for `names` written by the scripted writer (no translations unless asked: the
-    conditions under test train English texts); the reports by document."""
+    conditions under test train English texts), the documents' writer calls batched `together` or not; the reports
+    by document and the writer."""
     ksets = {k.name: k for k in load_suite(SUITE_DIR, names)}
     writer = ScriptedRewriter(ksets.values(), plan)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / PARTIAL_REWRITES_MARKER, machine_suite.MARKER_TEXT)
-    return {n: machine_suite.machine_document(ksets[n], folder, writer, "scripted", translate_to=translate_to)
-            for n in names}
+    if together:
+        machine_suite.write_together(list(ksets.values()), folder, writer, "scripted", batch_size=8)
+    reports = {n: machine_suite.machine_document(ksets[n], folder, writer, "scripted", translate_to=translate_to)
+               for n in names}
+    return reports, writer
 
 
 NAMES = ["astro-sevrinne", "chem-borivane"]
@@ -67,7 +73,8 @@ PLAN = {("astro-sevrinne", "article"): "partial", ("astro-sevrinne", "interview"
 @pytest.mark.skipif(shutil.which("apertium") is None, reason="apertium not installed (scripts/setup.sh as root)")
 def test_machine_document_records_every_attempt_and_writes_a_relaxed_set(tmp_path):
     folder = tmp_path / "machine"
-    reports = machine_folder(folder, PLAN, NAMES, translate_to=augment.TRANSLATIONS)
+    reports, writer = machine_folder(folder, PLAN, NAMES, translate_to=augment.TRANSLATIONS)
+    assert writer.calls == [4, 3, 4, 4]  # one document at a time: its 4 styles, then its retries
     first = reports["astro-sevrinne"]
     n = first["keywords"]
     assert n == 10 and first["writer"] == "scripted"
@@ -100,7 +107,10 @@ def test_machine_document_records_every_attempt_and_writes_a_relaxed_set(tmp_pat
 
 def test_machine_conditions_train_each_documents_own_texts(tmp_path):
     folder = tmp_path / "machine"
-    machine_folder(folder, PLAN, NAMES)
+    reports, writer = machine_folder(folder, PLAN, NAMES, together=True)
+    # both documents' first attempts in one writer call, then all their retries (3 + 4) in another; the sets are
+    # then written from the records alone
+    assert writer.calls == [8, 7] and [r["steps_run"] for r in reports.values()] == [0, 0]
     summary = machine_suite.summarize(folder)  # keep rates over the documents done
     assert (summary["documents"], summary["rewrites"], summary["kept"], summary["kept_partial"]) == (NAMES, 8, 1, 2)
     assert summary["by_style"]["qa"] == {"kept": 1, "kept_partial": 1, "unusable": 0,

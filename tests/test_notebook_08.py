@@ -62,7 +62,7 @@ def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
     plan = {(names[0], "article"): "partial", (names[0], "interview"): "short", (names[0], "textbook"): "short",
             (names[1], "qa"): "partial", (names[1], "article"): "short", (names[1], "interview"): "short",
             (names[1], "textbook"): "short"}
-    machine_folder(tmp_path / "machine", plan, names)
+    machine_folder(tmp_path / "machine", plan, names, together=True)
     out = tmp_path / "run"
     papermill.execute_notebook(
         str(REPO / "notebooks/08_what_makes_knowledge_stick.ipynb"), str(tmp_path / "08.ipynb"),

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..augment import (DEFAULT_WRITER, STYLES, TRANSLATIONS, AugmentError, RewriteOutcome, StepRunner, check_text,
-                       make_backend, sidecar_path, write_knowledge_set, write_rewrites)
+                       first_attempts, first_rewrite_steps, generate_together, make_backend, retry_steps,
+                       sidecar_path, write_knowledge_set, write_rewrites)
 from ..conditions import spread_documents
 from ..config import SUITE_DIR
 from ..data import MACHINE_SUITE_DIR, PARTIAL_REWRITES_MARKER, KnowledgeSet, load_suite
@@ -56,6 +57,21 @@ def suite_keywords(kset: KnowledgeSet) -> list[str]:
 def attempt_report(attempt, keywords: Sequence[str]) -> dict[str, Any]:
     return {"problem": attempt.problem or None, "other_problem": attempt.other_problem or None,
             "keywords_carried": len(keywords) - len(attempt.missing), "missing": attempt.missing}
+
+
+def write_together(ksets: Sequence[KnowledgeSet], out_dir: Path, backend: Backend, writer_id: str,
+                   batch_size: int) -> None:
+    """The writer calls of several documents made together (first attempts, then retries), `batch_size` prompts
+    per call, each recorded in its document's sidecar; `machine_document` then reads them back."""
+    runners = {k.name: StepRunner(backend, writer_id, check_text(k.content("C1").text), sidecar_path(
+        out_dir / f"{k.name}.json"), progress=False) for k in ksets}
+    try:
+        generate_together([(r, first_rewrite_steps(r.text, STYLES)) for r in runners.values()], batch_size)
+        generate_together([(runners[k.name], list(retry_steps(runners[k.name].text, first_attempts(
+            runners[k.name], runners[k.name].text, STYLES, suite_keywords(k))).values())) for k in ksets], batch_size)
+    finally:
+        for runner in runners.values():
+            runner.close()
 
 
 def machine_document(kset: KnowledgeSet, out_dir: Path, backend: Backend | None, writer_id: str,
@@ -159,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(OUT_DIR), help=f"output folder (default {OUT_DIR})")
     parser.add_argument("--writer", default=DEFAULT_WRITER)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together")
+    parser.add_argument("--together", type=int, default=2, help="documents whose writer calls are batched together")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per writer call")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--summary", action="store_true", help="only summarise the reports written so far")
     args = parser.parse_args(argv)
@@ -186,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         backend, writer_id = make_backend(args.writer, batch_size=args.batch_size, precision=args.precision)
         print(f"writer {writer_id} loaded in {time.perf_counter() - began:.0f} s", flush=True)
         for i, name in enumerate(names, start=1):
+            if (i - 1) % args.together == 0:  # a fixed document order: each group's sets are written when it ends
+                write_together([by_name[n] for n in names[i - 1:i - 1 + args.together]], out_dir, backend, writer_id,
+                               args.batch_size)
             report = machine_document(by_name[name], out_dir, backend, writer_id, batch_size=args.batch_size)
             cover = {s: r["keywords_carried"] for s, r in report["rewrites"].items()}
             print(f"[{i}/{len(names)}] {name}: kept {report['kept']}, partial {report['kept_partial']}, "
