@@ -15,6 +15,10 @@ step-matched control also at the step counts where the other conditions end. Wit
     fixed order          max(n) contents without reshuffling between epochs (the default reshuffles, as the
                          paper's HF Trainer did): does the order of the texts matter?
     translations         the original plus its three Apertium translations (es, ca, it), E epochs
+    machine rewrites     the original plus the writer's rewrites that passed augment's fidelity check
+                         (data/knowledge/suite_machine/), E epochs: (1 + kept)*E steps, per document
+    machine rewrites+partial   the same, also keeping the rewrites that miss keywords (augment's
+                         partial_rewrites="keep"); both are built per document by `machine_rewrites`
 
 No repeated work: training's lr schedule and data order do not depend on the number of epochs (`sciknow.train`),
 so a condition whose config differs from a longer one's only in `train.epochs` takes the same steps as that
@@ -35,11 +39,12 @@ import pandas as pd
 
 from . import experiment
 from .config import SUITE_DIR, RunConfig, identity_dict
-from .data import KnowledgeSet, load_knowledge_set, load_suite
+from .data import MACHINE_SUITE_DIR, KnowledgeSet, load_knowledge_set, load_suite
 
 STYLE_CONTENTS = ("C1", "C2", "C3", "C4", "C5")  # original, qa, article, interview, textbook
 TRANSLATION_CONTENTS = ("C1", "C6", "C7", "C8")  # original + es, ca, it
-CONTROLS = ("step-matched", "token-matched", "fixed order", "translations")
+MACHINE_CONDITIONS = {"machine rewrites": "drop", "machine rewrites+partial": "keep"}  # -> augment's partial_rewrites
+CONTROLS = ("step-matched", "token-matched", "fixed order", "translations", *MACHINE_CONDITIONS)
 
 
 def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 5),
@@ -77,6 +82,7 @@ def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 
         ends = {c.tags["texts_per_epoch"] * c.train.epochs for c in out.values()}
         out["step-matched"] = out["step-matched"].replace(
             **{"eval.at_epochs": sorted(e for e in ends if 0 < e < top * epochs)})
+    # The machine conditions' contents differ per document: `machine_rewrites` builds their runs.
     return out
 
 
@@ -119,6 +125,38 @@ def with_reused(scores: pd.DataFrame, named: dict[str, RunConfig]) -> pd.DataFra
                 rows[column] = value
         parts.append(rows.assign(read_from=longer))
     return pd.concat(parts, ignore_index=True)
+
+
+def machine_contents(kset: KnowledgeSet, partial: str) -> list[str]:
+    """The original and the machine rewrites a condition trains on: those carrying every keyword ("drop", augment's
+    default), or every stored one ("keep")."""
+    if partial not in ("drop", "keep"):
+        raise ValueError(f"partial={partial!r}: expected 'drop' or 'keep'")
+    coverage = kset.keyword_coverage()
+    return [cid for cid, (carried, total) in coverage.items() if partial == "keep" or carried == total]
+
+
+def machine_rewrites(base: RunConfig, epochs: int, names: Sequence[str], seeds: Sequence[int], condition: str,
+                     folder: str | Path = MACHINE_SUITE_DIR) -> list[RunConfig]:
+    """One run per document and seed of a machine condition (`MACHINE_CONDITIONS`), each on the document's
+    machine-written set in `folder` with its own contents, E epochs; the tags carry the texts per epoch and the
+    rewrites' mean keyword coverage. A document without a machine set is an error naming it."""
+    if condition not in MACHINE_CONDITIONS:
+        raise ValueError(f"condition={condition!r}: expected one of {list(MACHINE_CONDITIONS)}")
+    missing = [n for n in names if not (Path(folder) / f"{n}.json").is_file()]
+    if missing:
+        raise ValueError(f"{folder}: no machine-written set for {missing}; write them with "
+                         f"python -m sciknow.make.machine_suite --documents {','.join(missing)}")
+    runs = []
+    for kset in load_suite(folder, list(names), partial_rewrites=True):
+        contents = machine_contents(kset, MACHINE_CONDITIONS[condition])
+        coverage = [kset.keyword_coverage()[cid] for cid in contents[1:]]
+        mean = sum(c / t for c, t in coverage) / len(coverage) if coverage else None
+        config = base.replace(**{"data.knowledge_set": str(folder), "data.contents": contents, "train.epochs": epochs,
+                                 "tags": {**base.tags, "condition": condition, "texts_per_epoch": len(contents),
+                                          "keyword_coverage": None if mean is None else round(mean, 3)}})
+        runs += experiment.replicate(config, [kset.name], seeds)
+    return runs
 
 
 def at_matched_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:
@@ -179,3 +217,23 @@ def choose_documents(documents: int | list[str], knowledge_set: str | Path, suit
     chosen = load_suite(suite, documents if isinstance(documents, list) else ())
     names = documents if isinstance(documents, list) else spread_documents(chosen, documents)
     return Documents(str(suite), list(names), [k for k in chosen if k.name in names])
+
+
+def machine_at_own_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """For paired differences of the machine conditions: each one's rows after its E epochs, beside, on each
+    document, the step-matched control at that document's own step count and the hand-written n contents with as
+    many texts (relabelled "hand-written"; present where n is one of the run's `n_contents`). The `comparison`
+    column names the machine condition."""
+    condition = scores["tag.condition"]
+    final = scores["epoch"] == epochs
+    parts = []
+    for name in MACHINE_CONDITIONS:
+        machine = scores[(condition == name) & final]
+        if machine.empty:
+            continue
+        own_steps = scores["steps"] == scores["document"].map(machine.groupby("document")["steps"].first())
+        control = scores[(condition == "step-matched") & own_steps]
+        hand = scores[condition.str.fullmatch(r"\d+ contents") & final & own_steps].assign(
+            **{"tag.condition": "hand-written"})
+        parts.append(pd.concat([machine, control, hand]).assign(comparison=f"{name}, own steps"))
+    return pd.concat(parts, ignore_index=True) if parts else scores.iloc[:0].assign(comparison=None)

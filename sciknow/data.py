@@ -36,6 +36,9 @@ ENGLISH_REWRITE_STYLES = ("original", "qa", "article", "interview", "textbook")
 STYLES = (*ENGLISH_REWRITE_STYLES, "casual", "narrative", "translation")
 IRRELEVANT_STYLES = ("irrelevant",)
 _LANG = re.compile(r"[a-z]{2,3}")
+# A suite folder holding this file is machine-written (sciknow.make.machine_suite): its rewrites may miss keywords.
+PARTIAL_REWRITES_MARKER = "PARTIAL_REWRITES.md"
+MACHINE_SUITE_DIR = REPO_ROOT / "data" / "knowledge" / "suite_machine"
 
 
 class KnowledgeSetError(ValueError):
@@ -69,6 +72,7 @@ class KnowledgeSet:
     irrelevant_texts: tuple[Content, ...] = ()
     extra_translations: tuple[Content, ...] = ()
     field: str | None = None  # scientific field (suite documents)
+    partial_rewrites: bool = False  # loaded with rewrites allowed to miss keywords (machine-written sets)
 
     def content(self, content_id: str) -> Content:
         for c in self.contents + self.extra_translations:
@@ -86,6 +90,12 @@ class KnowledgeSet:
                                f"(styles present: {sorted({c.style for c in self.contents})})")
             ids.append(matches[0])
         return ids
+
+    def keyword_coverage(self) -> dict[str, tuple[int, int]]:
+        """English content id -> (question keywords it carries verbatim, all question keywords)."""
+        keywords = list(dict.fromkeys(k for q in self.questions for k in q.keywords))
+        return {c.id: (sum(k in c.text for k in keywords), len(keywords)) for c in self.contents
+                if c.lang == "en" and c.style in ENGLISH_REWRITE_STYLES}
 
     def leaked_keywords(self) -> dict[str, list[str]]:
         """Keywords that already appear in their own question: an untrained model gets them for free."""
@@ -243,8 +253,12 @@ def _read_json(path: Path) -> Any:
         raise KnowledgeSetError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
-def load_knowledge_set(path: str | Path, strict: bool = False) -> KnowledgeSet:
-    """Load and validate a knowledge-set JSON file (`strict`: also the fair-test rules, see the module doc)."""
+def load_knowledge_set(path: str | Path, strict: bool = False, partial_rewrites: bool = False) -> KnowledgeSet:
+    """Load and validate a knowledge-set JSON file (`strict`: also the fair-test rules, see the module doc).
+
+    `partial_rewrites` (machine-written rewrites, `sciknow.make.machine_suite`): the fair-test rules except that
+    a rewrite may miss keywords (each keyword must still be in the original); `KnowledgeSet.keyword_coverage`
+    gives what each rewrite carries."""
     path = Path(path)
     if not path.exists() and SHARED_DIR in path.absolute().parents:
         raise KnowledgeSetError(f"{path}: file not found. Shared data is read from {SHARED_DIR} (set SCIKNOW_SHARED "
@@ -269,14 +283,16 @@ def load_knowledge_set(path: str | Path, strict: bool = False) -> KnowledgeSet:
     kset = KnowledgeSet(
         name=raw.get("name", path.stem), path=str(path), contents=contents, questions=questions,
         irrelevant_texts=irrelevant, extra_translations=extra, field=raw.get("field"),
+        partial_rewrites=partial_rewrites,
     )
-    if strict:
+    if strict or partial_rewrites:
         _check_fair(kset)
     return kset
 
 
 def _check_fair(kset: KnowledgeSet) -> None:
-    """Every keyword is in the original and each English rewrite; none is in any question or paraphrase."""
+    """Every keyword is in the original and each English rewrite (only the original when `kset.partial_rewrites`);
+    none is in any question or paraphrase."""
     english = [c for c in kset.contents if c.lang == "en" and c.style in ENGLISH_REWRITE_STYLES]
     if not any(c.style == "original" for c in english):
         raise _fail(f"{kset.path}.contents", "no content with style 'original' and lang 'en'")
@@ -286,8 +302,11 @@ def _check_fair(kset: KnowledgeSet) -> None:
         for k in q.keywords:
             at = f"{kset.path}.questions[{i}].keywords"
             for c in english:
-                if k not in c.text:
-                    raise _fail(at, f"keyword {k!r} is missing from content {c.id} ({c.style})")
+                if k not in c.text and (c.style == "original" or not kset.partial_rewrites):
+                    rule = "" if c.style == "original" else (
+                        ": the rule that every rewrite carries every keyword (a set whose rewrites may miss "
+                        "keywords, machine-written, loads with partial_rewrites=True)")
+                    raise _fail(at, f"keyword {k!r} is missing from content {c.id} ({c.style}){rule}")
             for where, text in asked:
                 if k.lower() in text.lower():
                     raise _fail(at, f"keyword {k!r} occurs in {where} (ignoring case): a free answer")
@@ -300,16 +319,18 @@ def suite_files(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("*.json"))
 
 
-def load_suite(folder: str | Path, documents: Sequence[str] = ()) -> list[KnowledgeSet]:
-    """The suite's documents (all, or those named, in the given order), each loaded strictly, plus the suite
-    rules: keywords unique across documents and absent, ignoring case, from every other document's texts."""
+def load_suite(folder: str | Path, documents: Sequence[str] = (), partial_rewrites: bool = False
+               ) -> list[KnowledgeSet]:
+    """The suite's documents (all, or those named, in the given order), each loaded strictly (`partial_rewrites`:
+    see `load_knowledge_set`), plus the suite rules: keywords unique across documents and absent, ignoring case,
+    from every other document's texts."""
     files = {p.stem: p for p in suite_files(folder)}
     if not files:
         raise KnowledgeSetError(f"{folder}: no *.json documents in this suite folder")
     for name in documents:
         if name not in files:
             raise KnowledgeSetError(f"{folder}: no document {name!r}{did_you_mean(name, list(files))}")
-    every = [load_knowledge_set(p, strict=True) for p in files.values()]
+    every = [load_knowledge_set(p, strict=True, partial_rewrites=partial_rewrites) for p in files.values()]
     owner: dict[str, KnowledgeSet] = {}
     for a in every:
         for i, q in enumerate(a.questions):
@@ -348,11 +369,16 @@ def resolve_knowledge_set(name: str) -> str:
     return str(path)
 
 
+def has_partial_rewrites(folder: str | Path) -> bool:
+    """Is `folder` a machine-written suite (it holds `PARTIAL_REWRITES_MARKER`), loaded with `partial_rewrites`?"""
+    return (Path(folder) / PARTIAL_REWRITES_MARKER).is_file()
+
+
 def load_sets(data: DataSpec) -> list[KnowledgeSet]:
     """The knowledge sets a run uses: one file, or the chosen documents of a suite folder."""
     path = Path(data.knowledge_set)
     if path.is_dir():
-        return load_suite(path, data.documents)
+        return load_suite(path, data.documents, partial_rewrites=has_partial_rewrites(path))
     if data.documents:
         raise KnowledgeSetError(f"data.documents={data.documents!r} needs data.knowledge_set to be a suite folder, "
                                 f"not the file {path}")

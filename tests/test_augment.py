@@ -234,6 +234,35 @@ def test_fidelity_retry_once_then_drop(tmp_path):
     assert "dropped rewrites:" in json.loads((tmp_path / "set.json").read_text())["notes"]
 
 
+def test_partial_rewrites_keep_the_best_attempt_with_its_coverage(tmp_path):
+    one_missing = FAITHFUL.replace("3 pulses per second", "three flashes a second")
+    two_missing = one_missing.replace("14 centimeters", "fourteen centimetres")
+    writer = lambda: ScriptedWriter(  # noqa: E731
+        rewrite_qa=two_missing, rewrite_qa_retry=one_missing,  # the retry carries more: it is kept
+        rewrite_article=one_missing, rewrite_article_retry=two_missing,  # the first attempt carries more
+        rewrite_interview=TEXT, rewrite_interview_retry=TEXT.replace("14 centimeters", "14 cm"),  # copies: dropped
+    )
+    dropped = run(tmp_path / "drop", writer())
+    assert dropped.report.rewrites_kept == ["textbook"] and dropped.report.rewrites_partial == []
+    kept = run(tmp_path / "keep", writer(), partial_rewrites="keep")
+    report = kept.report
+    assert report.rewrites_kept == ["qa", "article", "textbook"]
+    assert report.rewrites_partial == ["qa: 4 of 5 keywords (missing ['3 pulses per second'])",
+                                       "article: 4 of 5 keywords (missing ['3 pulses per second'])"]
+    assert report.dropped_rewrites == ["interview: first attempt a copy of the source text; retry misses keyword(s) "
+                                       "['14 centimeters']"]
+    kset = kept.knowledge_set
+    assert [c.style for c in kset.contents] == ["original", "qa", "article", "textbook"]
+    assert kset.partial_rewrites and kset.keyword_coverage() == {"C1": (5, 5), "C2": (4, 5), "C3": (4, 5),
+                                                                 "C4": (5, 5)}
+    assert "rewrites kept with missing keywords:" in json.loads((tmp_path / "keep" / "set.json").read_text())["notes"]
+    with pytest.raises(ValueError, match=r"keyword '3 pulses per second' is missing from content C2 \(qa\): the rule "
+                                         r"that every rewrite carries every keyword"):
+        load_knowledge_set(tmp_path / "keep" / "set.json", strict=True)
+    with pytest.raises(AugmentError, match=r"partial_rewrites='some': expected one of \['drop', 'keep'\]"):
+        run(tmp_path / "bad", ScriptedWriter(), partial_rewrites="some")
+
+
 def test_leaks_duplicates_and_bad_keywords_are_dropped(tmp_path):
     questions = (QUESTIONS + "\nQ5: What ring of 36 BLUE PHOTOPHORES surrounds each eye?\nA5: 36 blue photophores\n"
                  "K5: 36 blue photophores\nQ6: How long is the glass squid?\nA6: 14 centimeters\nK6: 14 centimeters\n"

@@ -225,3 +225,66 @@ def test_doctored_suite_documents_fail_naming_file_and_field(tmp_path, mutate, m
     with pytest.raises(KnowledgeSetError) as err:
         load_suite(folder)
     assert message in str(err.value) and str(folder) in str(err.value) and "keywords" in str(err.value)
+
+
+# --- machine-written rewrites (data/knowledge/suite_machine/) --------------------------------------------------
+
+def _without_keyword(a, b):
+    a["contents"][2]["text"] = a["contents"][2]["text"].replace(_kw(a), "something")  # the article misses one
+
+
+def test_partial_rewrites_relax_only_the_every_rewrite_carries_every_keyword_rule(tmp_path):
+    from sciknow.data import load_suite
+
+    folder = _doctored_suite(tmp_path, _without_keyword)
+    with pytest.raises(KnowledgeSetError, match=r"a.json.questions\[0\].keywords: keyword '.+' is missing from "
+                                                r"content C3 \(article\): the rule that every rewrite carries every "
+                                                r"keyword .*partial_rewrites=True"):
+        load_suite(folder)
+    first, second = load_suite(folder, partial_rewrites=True)
+    assert first.partial_rewrites and not load_knowledge_set(folder / "b.json", strict=True).partial_rewrites
+    n = len({k for q in first.questions for k in q.keywords})
+    assert first.keyword_coverage() == {"C1": (n, n), "C2": (n, n), "C3": (n - 1, n), "C4": (n, n), "C5": (n, n)}
+    # every other rule still holds: a keyword missing from the original, a leak into a question
+    for i, (mutate, message) in enumerate((
+            (lambda a, b: a["contents"][0].update(text=a["contents"][0]["text"].replace(_kw(a), "something")),
+             "is missing from content C1 (original)"),
+            (lambda a, b: a["questions"][1].update(question=a["questions"][1]["question"] + " " + _kw(a)),
+             "occurs in questions[1].question"))):
+        (tmp_path / str(i)).mkdir()
+        broken = _doctored_suite(tmp_path / str(i), lambda a, b: (_without_keyword(a, b), mutate(a, b)))
+        with pytest.raises(KnowledgeSetError) as err:
+            load_suite(broken, partial_rewrites=True)
+        assert message in str(err.value)
+
+
+def test_stored_machine_sets_load_relaxed_with_the_suites_questions():
+    """The committed machine-written twin (sciknow.make.machine_suite): each set loads through the one loader with
+    only the keyword rule relaxed, asks the suite's own questions, and states its writer and licence."""
+    from sciknow.config import SUITE_DIR
+    from sciknow.data import load_suite
+    from sciknow.make.machine_suite import OUT_DIR
+
+    machine = load_suite(OUT_DIR, partial_rewrites=True)
+    suite = {k.name: k for k in load_suite(SUITE_DIR)}
+    assert len(machine) >= 1
+    partial = []
+    for kset in machine:
+        assert kset.questions == suite[kset.name].questions and kset.field == suite[kset.name].field
+        assert kset.content("C1").text == suite[kset.name].content("C1").text
+        assert [c.style for c in kset.contents if c.lang != "en"] == ["translation"] * 3
+        raw = json.loads(Path(kset.path).read_text())
+        assert raw["license"] == "CC0-1.0" and "qwen2.5-coder-1.5b-instruct" in raw["source"]
+        report = json.loads((OUT_DIR / "reports" / f"{kset.name}.json").read_text())
+        coverage = kset.keyword_coverage()
+        for style, cid in (("qa", "C2"), ("article", "C3"), ("interview", "C4"), ("textbook", "C5")):
+            stored = report["rewrites"][style]
+            assert stored["stored"] == (cid in coverage)
+            if stored["stored"]:
+                assert coverage[cid] == (stored["keywords_carried"], report["keywords"])
+                assert stored["kept"] == (coverage[cid][0] == coverage[cid][1])
+                if not stored["kept"]:
+                    partial.append(kset.path)
+    for path in partial:  # the strict loader refuses a set with a partial rewrite, naming the rule
+        with pytest.raises(KnowledgeSetError, match="the rule that every rewrite carries every keyword"):
+            load_knowledge_set(path, strict=True)

@@ -381,20 +381,12 @@ class StepRunner:
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start:start + self.batch_size]
             self.bar.set_postfix_str(", ".join(s.name for s in chunk))
-            if self.backend is None:
-                raise AugmentError("no writer given, and these steps are not recorded yet: "
-                                   + ", ".join(s.name for s in chunk))
-            began = time.perf_counter()
-            # One call per chunk; a chunk's steps share max_new_tokens (they come from one stage).
-            texts = self.backend.complete([s.prompt for s in chunk], max(s.max_new_tokens for s in chunk))
-            seconds = time.perf_counter() - began
-            self.writer_seconds += seconds
-            if len(texts) != len(chunk):
-                raise AugmentError(f"writer {self.writer_id} returned {len(texts)} texts for {len(chunk)} prompts")
-            for step, text in zip(chunk, texts):
-                self.record(step, text if isinstance(text, str) else "", seconds / len(chunk))
-                outputs[step.name] = self.done[self.key(step)]
+            generate_chunk([(self, step) for step in chunk])
+            outputs.update((step.name, self.done[self.key(step)]) for step in chunk)
         return outputs
+
+    def pending(self, steps: Sequence[Step]) -> list[Step]:
+        return [step for step in steps if self.key(step) not in self.done]
 
     def record(self, step: Step, output: str, seconds: float, who: str | None = None) -> None:
         key = self.key(step, who)
@@ -428,6 +420,31 @@ class StepRunner:
         self.bar.close()
 
 
+def generate_chunk(items: Sequence[tuple[StepRunner, Step]]) -> None:
+    """One writer call for `items` (steps of one or several runners sharing a backend), each output recorded by
+    its runner with its share of the call's time. The steps share max_new_tokens (they come from one stage)."""
+    runner = items[0][0]
+    if runner.backend is None:
+        raise AugmentError("no writer given, and these steps are not recorded yet: "
+                           + ", ".join(step.name for _, step in items))
+    began = time.perf_counter()
+    texts = runner.backend.complete([step.prompt for _, step in items], max(s.max_new_tokens for _, s in items))
+    seconds = (time.perf_counter() - began) / len(items)
+    if len(texts) != len(items):
+        raise AugmentError(f"writer {runner.writer_id} returned {len(texts)} texts for {len(items)} prompts")
+    for (owner, step), text in zip(items, texts):
+        owner.writer_seconds += seconds
+        owner.record(step, text if isinstance(text, str) else "", seconds)
+
+
+def generate_together(jobs: Sequence[tuple[StepRunner, Sequence[Step]]], batch_size: int) -> None:
+    """The unrecorded steps of several runners (documents) generated together, `batch_size` prompts per writer
+    call (the first runner's backend): a local writer decodes a larger batch for little more time per step."""
+    pending = [(runner, step) for runner, steps in jobs for step in runner.pending(steps)]
+    for start in range(0, len(pending), max(1, batch_size)):
+        generate_chunk(pending[start:start + max(1, batch_size)])
+
+
 # ---------------------------------------------------------------- the pipeline
 
 
@@ -446,6 +463,7 @@ class AugmentReport:
     dropped_paraphrases: list[str] = field(default_factory=list)
     rewrites_kept: list[str] = field(default_factory=list)
     rewrites_retried: list[str] = field(default_factory=list)
+    rewrites_partial: list[str] = field(default_factory=list)  # kept with missing keywords (partial="keep")
     dropped_rewrites: list[str] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
     steps_run: int = 0
@@ -463,7 +481,8 @@ class AugmentReport:
         for title, items in (("dropped questions", self.dropped_questions),
                              ("dropped keywords", self.dropped_keywords),
                              ("dropped paraphrases", self.dropped_paraphrases),
-                             ("dropped rewrites", self.dropped_rewrites)):
+                             ("dropped rewrites", self.dropped_rewrites),
+                             ("rewrites kept with missing keywords", self.rewrites_partial)):
             lines += [f"{title}:"] + [f"  - {item}" for item in items] if items else []
         return "\n".join(lines)
 
@@ -536,44 +555,118 @@ def rewrite_prompt(style: str, text: str, problem: str = "") -> str:
                                  example_text=EXAMPLE_TEXT, example=STYLE_EXAMPLES[style], text=text)
 
 
-def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],
-              report: AugmentReport) -> dict[str, str]:
+PARTIAL_REWRITES = ("drop", "keep")  # a rewrite missing keywords is dropped whole, or kept with its coverage
+
+
+@dataclass
+class RewriteAttempt:
+    text: str
+    missing: list[str]  # the keywords it lacks
+    problem: str  # "" when faithful (`check_rewrite`)
+    other_problem: str = ""  # what is wrong apart from missing keywords: too short, a copy ("" if nothing)
+
+    @property
+    def partial(self) -> bool:
+        """Does it fail only by missing keywords?"""
+        return bool(self.missing) and not self.other_problem
+
+
+@dataclass
+class RewriteOutcome:
+    """One style's attempts: the first, and the retry when the first failed the fidelity check."""
+
+    style: str
+    attempts: list[RewriteAttempt]
+
+    def chosen(self, partial: str = "drop") -> RewriteAttempt | None:
+        """The attempt the set keeps: the first faithful one; with `partial="keep"`, else the partial attempt
+        carrying the most keywords (the later one on a tie: the retry was told what was missing)."""
+        faithful = [a for a in self.attempts if not a.problem]
+        if faithful:
+            return faithful[0]
+        partial_ones = [a for a in self.attempts if a.partial]
+        if partial == "keep" and partial_ones:
+            return max(reversed(partial_ones), key=lambda a: -len(a.missing))
+        return None
+
+
+def _attempt(text: str, source: str, keywords: Sequence[str]) -> RewriteAttempt:
+    missing, problem = check_rewrite(text, source, keywords)
+    return RewriteAttempt(text, missing, problem, other_problem=check_rewrite(text, source, ())[1])
+
+
+def first_rewrite_steps(text: str, styles: Sequence[str]) -> list[Step]:
     budget = max(256, 3 * len(text.split()) + 64)  # room for a rewrite somewhat longer than the source
-    first = [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
-    outputs = runner.run(first)
+    return [Step(f"rewrite:{s}", rewrite_prompt(s, text), budget) for s in styles]
+
+
+def first_attempts(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str]
+                   ) -> list[RewriteOutcome]:
+    """Each style written once and checked for fidelity against `keywords`."""
+    outputs = runner.run(first_rewrite_steps(text, styles))
+    return [RewriteOutcome(s, [_attempt(clean_output(outputs[f"rewrite:{s}"]), text, keywords)]) for s in styles]
+
+
+def retry_steps(text: str, outcomes: Sequence[RewriteOutcome]) -> dict[str, Step]:
+    """Style -> its retry, for each style whose first attempt failed, naming what was wrong."""
+    budget = first_rewrite_steps(text, ["qa"])[0].max_new_tokens
+    retries = {}
+    for outcome in outcomes:
+        first_try = outcome.attempts[0]
+        if first_try.problem:
+            fix = RETRY_MISSING.format(phrases="; ".join(first_try.missing)) if first_try.missing else RETRY_COPY
+            retries[outcome.style] = Step(f"rewrite:{outcome.style}:retry",
+                                          rewrite_prompt(outcome.style, text, fix), budget)
+    return retries
+
+
+def write_rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str]
+                   ) -> list[RewriteOutcome]:
+    """Each style written, checked for fidelity against `keywords`, and written once more, naming what was
+    wrong, if it failed; all attempts returned (recorded by `runner`)."""
+    outcomes = first_attempts(runner, text, styles, keywords)
+    retries = retry_steps(text, outcomes)
+    outputs = runner.run(list(retries.values()))
+    for outcome in outcomes:
+        if outcome.style in retries:
+            retry = outputs[retries[outcome.style].name]
+            outcome.attempts.append(_attempt(clean_output(retry), text, keywords))
+    return outcomes
+
+
+def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: list[str],
+              report: AugmentReport, partial: str = "drop") -> dict[str, str]:
+    """The kept rewrites by style (`RewriteOutcome.chosen`), every retry, drop and partial keep reported."""
     kept: dict[str, str] = {}
-    retries = []
-    for style in styles:
-        rewrite = clean_output(outputs[f"rewrite:{style}"])
-        missing, problem = check_rewrite(rewrite, text, keywords)
-        if not problem:
-            kept[style] = rewrite
+    for outcome in write_rewrites(runner, text, styles, keywords):
+        style, attempts = outcome.style, outcome.attempts
+        if len(attempts) > 1:
+            report.rewrites_retried.append(style)
+        chosen = outcome.chosen(partial)
+        if chosen is None:
+            tries = ["first attempt", "retry"]
+            report.dropped_rewrites.append(f"{style}: " + "; ".join(f"{t} {a.problem}" for t, a in zip(tries, attempts)))
             continue
-        fix = RETRY_MISSING.format(phrases="; ".join(missing)) if missing else RETRY_COPY
-        retries.append((style, problem, Step(f"rewrite:{style}:retry", rewrite_prompt(style, text, fix), budget)))
-    outputs = runner.run([step for _, _, step in retries])
-    for style, first_problem, step in retries:
-        report.rewrites_retried.append(style)
-        rewrite = clean_output(outputs[step.name])
-        _, problem = check_rewrite(rewrite, text, keywords)
-        if problem:
-            report.dropped_rewrites.append(f"{style}: first attempt {first_problem}; retry {problem}")
-        else:
-            kept[style] = rewrite
-    report.rewrites_kept = [s for s in styles if s in kept]
-    return {s: kept[s] for s in styles if s in kept}
+        kept[style] = chosen.text
+        if chosen.missing:
+            report.rewrites_partial.append(f"{style}: {len(keywords) - len(chosen.missing)} of {len(keywords)} "
+                                           f"keywords (missing {chosen.missing})")
+    report.rewrites_kept = list(kept)
+    return kept
 
 
 def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str, *, n_questions: int = 5,
             styles: Sequence[str] = STYLES, translate_to: Sequence[str] = TRANSLATIONS,
             translator: str = "apertium", name: str | None = None, meta: dict[str, str] | None = None,
-            batch_size: int | None = None, progress: bool = True) -> AugmentResult:
+            batch_size: int | None = None, progress: bool = True, partial_rewrites: str = "drop") -> AugmentResult:
     """Augment `text` into a knowledge set written to `out` (validated, atomic) and return it with its report.
 
     `backend` generates (None: only recorded steps can be used); `writer_id` names it in the step keys and the set.
     `translator`: "apertium" (offline), "writer" (prompted translation by the backend) or "none".
     `batch_size`: prompts per writer call, each call's outputs recorded when it returns (default: the backend's
     own `batch_size`, e.g. a LocalBackend's, else 1: a server answers one request at a time).
+    `partial_rewrites`: a rewrite that misses keywords after its retry is dropped whole ("drop") or kept with its
+    keyword coverage in the report ("keep"; the set then loads with `partial_rewrites=True`).
     """
     text = check_text(text)
     out = Path(out)
@@ -582,6 +675,8 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
         raise AugmentError(f"styles: unknown style(s) {unknown}; expected some of {list(STYLE_PROMPTS)}")
     if n_questions < 1:
         raise AugmentError(f"n_questions={n_questions}: must be >= 1")
+    if partial_rewrites not in PARTIAL_REWRITES:
+        raise AugmentError(f"partial_rewrites={partial_rewrites!r}: expected one of {list(PARTIAL_REWRITES)}")
     translate_to = [lang for lang in translate_to if lang != "en"]
     if translator == "apertium" and translate_to:  # fail now, not after minutes of writing
         apertium = ApertiumTranslator()
@@ -599,7 +694,7 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
                             for i, (d, _) in enumerate(questions, start=1)]
         paraphrase_out = runner.run(paraphrase_steps)
         keywords = list(dict.fromkeys(k for _, ks in questions for k in ks))
-        rewrites = _rewrites(runner, text, styles, keywords, report)
+        rewrites = _rewrites(runner, text, styles, keywords, report, partial_rewrites)
         translations = {}
         if translate_to and translator != "none":
             chosen = ApertiumTranslator() if translator == "apertium" else backend and LLMTranslator(backend)
@@ -632,24 +727,26 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
         items.append(item)
     kset = {
         "name": name or out.stem,
-        "description": f"Knowledge set made by sciknow.augment from {(meta or {}).get('source', 'a text')}.",
+        "description": f"Knowledge set made by sciknow.make.augment from {(meta or {}).get('source', 'a text')}.",
         **{k: v for k, v in (meta or {}).items() if k in ("source", "license") and v},
-        "notes": f"Generated by sciknow.augment. {report.summary()}",
+        "notes": f"Generated by sciknow.make.augment. {report.summary()}",
         "contents": contents,
         "questions": items,
     }
-    return AugmentResult(out, write_knowledge_set(kset, out), report)
+    return AugmentResult(out, write_knowledge_set(kset, out, partial_rewrites == "keep"), report)
 
 
-def write_knowledge_set(kset: dict[str, Any], out: Path) -> KnowledgeSet:
-    """Validate `kset` with the loader every set goes through, then write it atomically (never half a set)."""
+def write_knowledge_set(kset: dict[str, Any], out: Path, partial_rewrites: bool = False) -> KnowledgeSet:
+    """Validate `kset` with the loader every set goes through, then write it atomically (never half a set);
+    `partial_rewrites`: its rewrites may miss keywords (`load_knowledge_set`)."""
     data = json.dumps(kset, indent=2, ensure_ascii=False) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / out.name  # same file name, so loader errors name the set being written
         check.write_text(data, encoding="utf-8")
-        load_knowledge_set(check, strict=True)  # also the fair-test rules: keywords in every rewrite, no leaks
+        # also the fair-test rules: keywords in every rewrite (unless partial), no leaks
+        load_knowledge_set(check, strict=True, partial_rewrites=partial_rewrites)
     atomic_write_text(out, data)
-    return load_knowledge_set(out)
+    return load_knowledge_set(out, partial_rewrites=partial_rewrites)
 
 
 # ---------------------------------------------------------------- backends and CLI
@@ -698,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--translator", default="apertium", choices=["apertium", "writer", "none"])
     parser.add_argument("--name", help="the set's name (default: the output file's stem)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts a local writer generates together")
+    parser.add_argument("--partial-rewrites", default="drop", choices=PARTIAL_REWRITES,
+                        help="a rewrite missing keywords after its retry: drop it, or keep it with its coverage")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="local writer precision (auto: bf16 where the CPU or GPU has native bf16)")
     parser.add_argument("--no-progress", action="store_true")
@@ -709,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.precision)
         result = augment(text, args.out, backend, writer_id, n_questions=args.questions, styles=split(args.styles),
                          translate_to=split(args.translate), translator=args.translator, name=args.name,
-                         meta=meta, progress=not args.no_progress)
+                         meta=meta, progress=not args.no_progress, partial_rewrites=args.partial_rewrites)
     except (ValueError, OSError, RuntimeError) as err:  # AugmentError, BackendError, WriterNotInstalled...
         print(f"sciknow.make.augment: error: {err}", file=sys.stderr)
         return 2
