@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import models, results
+from . import memory, models, results
 from .config import SCHEMA_VERSION, RunConfig, check, identity_dict
 from .data import load_sets, training_texts
 from .suites import make_suite
@@ -84,6 +84,7 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         evaluation = Evaluation(config)
         texts = evaluation.training_texts()
         record["n_texts"] = len(texts)
+        memory.check_fits(config)  # a full-parameter run too large for this machine fails before loading
         loaded = models.get(config.model)
         with models.trainable(loaded, config.train) as model:
             record["levers"] = levers(model, config.train)
