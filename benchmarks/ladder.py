@@ -11,7 +11,7 @@ In that process, through the ordinary path (`ModelSpec(name=...)`, `models.get`,
   fields; all 24 = 120 questions + 120 paraphrases), greedy, `--max-new-tokens`, batched as every run is;
   answering tokens/s = answer tokens / wall time of that run; the score, and every keyword found untrained;
 - training: one epoch over the 5 contents of one suite document (5 steps, batch 1, up to 512 tokens each);
-  training tokens/s = tokens / seconds of the epoch.
+  training tokens/s = tokens / seconds of the epoch; with the ladder's method, and with LoRA (notebook 10's).
 Results: `ladder.csv` and `ladder.md` under benchmarks/results (rewritten after each model).
 """
 from __future__ import annotations
@@ -43,10 +43,10 @@ def measure(name: str, precision: str, documents: int, max_new_tokens: int, budg
 
     spec = ModelSpec(name=name, precision=precision)
     full = TrainSpec(method="full", lr=1e-4, epochs=1)
-    fits = precision in memory.BYTES_PER_VALUE and memory.full_training_estimate(
-        spec, full, budget=(int(budget_gib * GIB), f"{budget_gib:g} GiB")).fits
-    train_spec = full if fits else TrainSpec(method="lora", lr=2e-4, epochs=1, lora_r=100, lora_alpha=300,
-                                             layer_groups=list(PAPER_SELECTED_GROUPS))
+    fits = memory.full_training_fits(spec, full, budget=(int(budget_gib * GIB), f"{budget_gib:g} GiB"))
+    lora = TrainSpec(method="lora", lr=2e-4, epochs=1, lora_r=100, lora_alpha=300,
+                     layer_groups=list(PAPER_SELECTED_GROUPS))
+    train_spec = full if fits else lora
     row = {"model": name, "precision": precision, "parameters": memory.parameter_count(name),
            "method": train_spec.method, "threads": torch.get_num_threads()}
 
@@ -58,7 +58,8 @@ def measure(name: str, precision: str, documents: int, max_new_tokens: int, budg
     names = conditions.spread_documents(ksets, documents)
     untrained = RunConfig(task="ladder", model=spec,
                           data=DataSpec(knowledge_set=str(SUITE_DIR), documents=names),
-                          train=TrainSpec(method=train_spec.method, epochs=0), eval=EvalSpec(max_new_tokens=max_new_tokens, paraphrases=True))
+                          train=TrainSpec(method=train_spec.method, epochs=0),
+                          eval=EvalSpec(max_new_tokens=max_new_tokens, paraphrases=True))
     record = experiment.run(untrained, progress=False)
     answers = record["predictions"]
     answer_tokens = sum(len(loaded.tokenizer(p["answer"], add_special_tokens=False).input_ids) for p in answers)
@@ -71,12 +72,17 @@ def measure(name: str, precision: str, documents: int, max_new_tokens: int, budg
     document = DataSpec(knowledge_set=str(SUITE_DIR), documents=names[:1],
                         contents=list(conditions.STYLE_CONTENTS))
     texts = training_texts(document, load_suite(SUITE_DIR, names[:1]))
-    with models.trainable(loaded, train_spec) as model:
-        began = time.perf_counter()
-        history = train(model, loaded.tokenizer, texts, train_spec, progress=False)
-        seconds = time.perf_counter() - began
-    row |= {"train_steps": history[-1].steps, "train_tokens": history[-1].tokens, "train_s": round(seconds, 1),
-            "train_tok_s": round(history[-1].tokens / seconds, 1), "train_loss": round(history[-1].loss, 3)}
+    # The ladder's method, then (when that was full-parameter) LoRA as notebook 10 trains every model.
+    runs = {"train": train_spec} | ({"lora": lora} if train_spec.method == "full" else {})
+    for key, spec_ in runs.items():
+        with models.trainable(loaded, spec_) as model:
+            began = time.perf_counter()
+            stats = train(model, loaded.tokenizer, texts, spec_, progress=False)[-1]
+            seconds = time.perf_counter() - began
+        row |= {f"{key}_steps": stats.steps, f"{key}_tokens": stats.tokens, f"{key}_s": round(seconds, 1),
+                f"{key}_tok_s": round(stats.tokens / seconds, 1), f"{key}_loss": round(stats.loss, 3)}
+    if "lora" not in runs:  # the ladder's method was LoRA already
+        row |= {k.replace("train_", "lora_"): v for k, v in row.items() if k.startswith("train_")}
     row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
     return row
 
@@ -88,11 +94,11 @@ def write(rows: list[dict], out: Path) -> None:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
-    lines = ["| model | precision | parameters | method | peak RSS | training tok/s | answering tok/s | "
-             "untrained original | untrained paraphrase | questions |", "|" + "---|" * 10]
+    lines = ["| model | precision | parameters | method | peak RSS | training tok/s | LoRA training tok/s | "
+             "answering tok/s | untrained original | untrained paraphrase | questions |", "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['model']} | {r['precision']} | {r['parameters'] / 1e6:,.0f}M | {r['method']} | "
-                     f"{r['peak_rss_gib']:.1f} GiB | {r['train_tok_s']} | {r['answer_tok_s']} | "
+                     f"{r['peak_rss_gib']:.1f} GiB | {r['train_tok_s']} | {r.get('lora_tok_s', '')} | {r['answer_tok_s']} | "
                      f"{r['untrained_original']:.2f} | {r['untrained_paraphrase']:.2f} | {r['questions']} |")
     found = [f"- {r['model']} {r['precision']}: {f}" for r in rows for f in r["found_untrained"]]
     lines += ["", "Keywords found untrained:", *(found or ["- none"])]

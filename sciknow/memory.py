@@ -119,6 +119,12 @@ def full_training_estimate(model: ModelSpec, train: TrainSpec, budget: tuple[int
                     budget=budget_bytes, budget_source=source)
 
 
+def full_training_fits(model: ModelSpec, train: TrainSpec, budget: tuple[int, str] | None = None) -> bool:
+    """Can `model` train full-parameter here (or within `budget`)? Never with quantized (frozen) weights: those
+    train LoRA adapters only."""
+    return model.precision in BYTES_PER_VALUE and full_training_estimate(model, train, budget).fits
+
+
 def check_fits(config: RunConfig, budget: tuple[int, str] | None = None) -> Estimate | None:
     """Refuse a full-parameter run that cannot fit, before its model loads (`DoesNotFit` with the estimate).
     LoRA and DeepSpeed runs (adapters only; ZeRO-3 offload) are not checked: returns None for them."""
