@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import models, results
+from . import memory, models, results
 from .config import SCHEMA_VERSION, RunConfig, identity_dict
 from .run_kinds import run_kind
 from .train import Diverged, EpochStats, levers, train
@@ -83,6 +83,7 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         evaluation = Evaluation(config)
         texts = evaluation.training_texts()
         record["n_texts"] = len(texts)
+        memory.check_fits(config)  # a full-parameter run too large for this machine fails before loading
         loaded = models.get(config.model, deepspeed=config.train.method == "deepspeed")
         with models.trainable(loaded, config.train) as model:
             record["load_s"] = round(time.perf_counter() - start, 2)  # wall_s = load_s + answer_s + training
