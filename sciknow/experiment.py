@@ -154,6 +154,7 @@ class Evaluation:
 
         spec = probes.ProbeSpec(
             n_mmlu=e.n_probe_mmlu if "mmlu" in e.probes else 0, mmlu_seed=e.probe_seed,
+            mmlu_metrics=tuple(e.probe_mmlu_metrics), mmlu_draw=e.probe_mmlu_draw,
             n_perplexity=e.n_probe_texts if "perplexity" in e.probes else 0, perplexity_seed=e.probe_seed,
             n_locality=e.n_probe_locality if "locality" in e.probes else 0, batch_size=e.batch_size,
             prompt_style=e.prompt_style)
