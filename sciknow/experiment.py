@@ -92,7 +92,8 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
             def evaluate(stats: EpochStats) -> None:
                 final = stats.epoch == config.train.epochs
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
-                         "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final)}
+                         "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final),
+                         "elapsed_s": round(time.perf_counter() - start, 2)}  # run time so far (steps to a score)
                 record["per_epoch"].append(entry)
                 if on_epoch:
                     on_epoch(entry)

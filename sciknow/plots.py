@@ -257,3 +257,22 @@ def qa_funnel(qa_counts: dict, held_out: dict, ax: plt.Axes | None = None, title
     ax.set_title(title or "")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def frontier(table: pd.DataFrame, x: str = "gain", y: str = "mmlu_loss", ax: plt.Axes | None = None,
+             xlabel: str = "knowledge gained (keyword score, trained - untrained)",
+             ylabel: str = "MMLU accuracy lost (untrained - trained)", title: str | None = None) -> plt.Axes:
+    """Knowledge gained (x) against general ability lost (y): one point per recipe (a `conditions.frontier_table`
+    row) with 95 % CI whiskers on both axes, and the Pareto front (column `pareto`: the recipes no other recipe
+    beats on both) joined by a line. Good recipes sit bottom right."""
+    _one_row_each(table, ["recipe"], "frontier")
+    ax = ax or plt.subplots(figsize=(6.5, 4.5))[1]
+    for _, row in table.iterrows():
+        ax.errorbar(row[x], row[y], xerr=_ci_err(table.loc[[row.name]], x, f"{x}_low", f"{x}_high"),
+                    yerr=_ci_err(table.loc[[row.name]], y, f"{y}_low", f"{y}_high"), fmt="o", capsize=3,
+                    label=row["recipe"], markeredgecolor="black" if row.get("pareto") else None)
+    front = table[table["pareto"]].sort_values(x) if "pareto" in table else table.iloc[:0]
+    if len(front):
+        ax.plot(front[x], front[y], "k--", lw=1, zorder=0, label="Pareto front")
+    ax.axhline(0, color="grey", lw=0.8)
+    return _label(ax, xlabel, ylabel, title)

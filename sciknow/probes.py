@@ -57,6 +57,11 @@ _LETTERS = "ABCD"
 GENERATED_DIGIT = MMLU_METRICS[-1]  # the secondary MMLU metric: generate, take the first digit
 
 
+def accuracy_key(metric: str) -> str:
+    """The key of an MMLU metric's accuracy in a run's metrics ("mmlu_continuation_acc", ...)."""
+    return f"{GENERATED_DIGIT}_mmlu_acc" if metric == GENERATED_DIGIT else f"{metric}_acc"
+
+
 class ProbeDataError(ValueError):
     """A probe's data file is missing or malformed; the message names the file and the line or field."""
 
