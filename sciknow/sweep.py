@@ -439,8 +439,8 @@ def trials_frame(study: optuna.Study, results_path: str | Path | None = None) ->
     """One row per trial: number, state, value, score, params (bools as 0/1, indicator and log10 columns as in
     `param_columns`), run_id, worker, fail_reason, baseline, duration_s; joined by run id with the run's record
     in results.jsonl (default: the path recorded with the study): status, wall_s, n_texts, the final epoch's
-    metrics (Task 4: rouge2, mc, mmlu, judge; with probes also mmlu_continuation_acc, perplexity, locality and their untrained
-    values before_*), `forgetting` (studies with a forgetting penalty) and the study's config-derived columns (Task 2: n_contents,
+    metrics (Task 4: rouge2, mc, mmlu, judge; with probes also mmlu_continuation_acc, perplexity, locality and
+    their untrained values before_*), `forgetting` (studies with a forgetting penalty) and the study's config-derived columns (Task 2: n_contents,
     n_layer_groups; Task 4: total_texts, n_instruction_texts; forced_* when a fallback was forced)."""
     setup = study.user_attrs.get("setup", {})
     definition = studies.get(setup["task"]) if "task" in setup else None
