@@ -180,15 +180,15 @@ def frontier_runs(configs: Sequence[RunConfig], results_path: str | Path, reach:
     table = experiment.epochs_for(configs, results_path)
     if not len(table):
         raise ValueError(f"frontier_runs: no finished runs of these configs in {results_path}")
-    table = table.assign(document=table["data.documents"].map(lambda d: ",".join(d)),
-                         recipe=table["tag.recipe"], seed=table["train.seed"])
+    # The results table holds list fields joined by commas ("data.documents", "eval.probe_mmlu_metrics").
+    table = table.assign(document=table["data.documents"], recipe=table["tag.recipe"], seed=table["train.seed"])
     untrained = table[table["recipe"] == "untrained"].set_index(["document", "seed"])
     rows = []
     for (recipe, document, seed), run in table[table["recipe"] != "untrained"].groupby(
             ["recipe", "document", "seed"], sort=False):
         run = run.sort_values("epoch")
         last, base = run.iloc[-1], untrained.loc[(document, seed)]
-        metric = last["eval.probe_mmlu_metrics"][0]
+        metric = last["eval.probe_mmlu_metrics"].split(",")[0]
         acc, p = accuracy_key(metric), f"{metric}_p"
         reached = run[run["score"] >= reach]
         row = {"recipe": recipe, "document": document, "seed": seed, "method": last["tag.method"],

@@ -86,7 +86,7 @@ def test_scores_equal_an_independent_per_choice_computation(four_items, form):
 
 
 def test_probe_reports_paired_changes_and_caches_the_untrained_pass(four_items, monkeypatch, tmp_path):
-    monkeypatch.setenv("SCIKNOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(probes, "cache_dir", lambda: tmp_path / "cache")  # (not SCIKNOW_CACHE: models live there)
     loaded = _tiny_random()
     model, tok = loaded.model, loaded.tokenizer
     spec = probes.ProbeSpec(n_mmlu=4, mmlu_source=str(four_items), mmlu_metrics=("mmlu_continuation", "mmlu"),

@@ -13,7 +13,6 @@ PLOS = SHARED_DIR / "corpora" / "plos-starter"  # replay texts and perplexity ab
 @pytest.mark.skipif(not PLOS.is_dir(), reason=f"{PLOS} is absent (CI has it; or set SCIKNOW_SHARED)")
 def test_notebook_10_writes_the_frontier_table_and_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("SCIKNOW_SHARED", str(SHARED_DIR))
-    monkeypatch.setenv("SCIKNOW_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     papermill.execute_notebook(
         str(REPO / "notebooks/10_forgetting_frontier.ipynb"), str(tmp_path / "10.ipynb"),
