@@ -27,6 +27,11 @@ conditions, the notebook does not run them, and `with_reused` reads their rows f
 
 `at_matched_steps` picks the (condition, epoch) pairs that share a step count, for paired differences.
 `choose_documents` turns a notebook's `documents` parameter into the runs of each condition.
+
+The knowledge-forgetting frontier (notebook 11): `frontier_recipes` (full-parameter at five learning rates, LoRA
+at two, and replay of general text), `frontier_runs` (each trained run paired with the untrained model on its
+document: knowledge gained, MMLU lost, perplexity rise, locality, steps to reach a score) and `frontier_table`
+(per recipe, means with 95 % CIs over documents, and the Pareto front of knowledge gained vs MMLU lost).
 """
 from __future__ import annotations
 
@@ -35,10 +40,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import experiment
-from .config import SUITE_DIR, RunConfig, identity_dict
+from .config import SHARED_DIR, SUITE_DIR, RunConfig, identity_dict
 from .data import MACHINE_SUITE_DIR, KnowledgeSet, load_knowledge_set, load_suite
 
 STYLE_CONTENTS = ("C1", "C2", "C3", "C4", "C5")  # original, qa, article, interview, textbook
@@ -237,3 +243,117 @@ def machine_at_own_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:
             **{"tag.condition": "hand-written"})
         parts.append(pd.concat([machine, control, hand]).assign(comparison=f"{name}, own steps"))
     return pd.concat(parts, ignore_index=True) if parts else scores.iloc[:0].assign(comparison=None)
+
+
+# ---------------------------------------------------------------- the knowledge-forgetting frontier (notebook 11)
+
+FULL_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # full-parameter learning rates
+LORA_LRS = (1e-4, 1e-3)  # LoRA (the paper's r 100, alpha 300) learning rates
+REPLAY_LR = 1e-4  # the full-parameter rate the replay recipe uses
+
+
+def frontier_recipes(base: RunConfig, epochs: int, full_lrs: Sequence[float] = FULL_LRS,
+                     lora_lrs: Sequence[float] = LORA_LRS, replay_texts: int = 10, replay_source: str = "",
+                     replay_lr: float = REPLAY_LR) -> dict[str, RunConfig]:
+    """Recipe name -> config: the untrained model, full-parameter training at each of `full_lrs`, LoRA at each of
+    `lora_lrs` (r and alpha from `base`, the paper's 100 and 300 by default), and replay: full-parameter at
+    `replay_lr` with `replay_texts` general texts (PLOS introductions, Task 1b's irrelevant texts, from the JATS
+    folder `replay_source`, "" = the shared PLOS corpus) mixed into every epoch. Every recipe trains `epochs`
+    epochs of `base`'s contents (a fixed budget; the scores after each epoch give the steps to reach a score).
+    Tags carry the recipe, its method and lr."""
+    if epochs < 1 or not full_lrs and not lora_lrs:
+        raise ValueError(f"frontier_recipes: epochs={epochs!r} (>= 1) and at least one learning rate")
+    per_epoch = len(base.data.contents) * base.data.repeats
+
+    def make(name: str, method: str, lr: float, n_epochs: int, **changes) -> RunConfig:
+        texts = per_epoch + changes.get("data.n_irrelevant", 0)
+        tags = {**base.tags, "recipe": name, "method": method, "lr": lr, "texts_per_epoch": texts}
+        return base.replace(**{"train.method": method, "train.lr": lr, "train.epochs": n_epochs, "tags": tags,
+                               **changes})
+
+    out = {"untrained": make("untrained", "full", full_lrs[0] if full_lrs else lora_lrs[0], 0)}
+    for lr in full_lrs:
+        out[f"full {lr:g}"] = make(f"full {lr:g}", "full", lr, epochs)
+    for lr in lora_lrs:
+        out[f"LoRA {lr:g}"] = make(f"LoRA {lr:g}", "lora", lr, epochs)
+    if replay_texts:
+        source = replay_source or str(SHARED_DIR / "corpora" / "plos-starter")
+        out[f"full {replay_lr:g} + replay"] = make(f"full {replay_lr:g} + replay", "full", replay_lr, epochs, **{
+            "data.n_irrelevant": replay_texts, "data.irrelevant_source": source})
+    return out
+
+
+def frontier_runs(configs: Sequence[RunConfig], results_path: str | Path, reach: float = 0.5) -> pd.DataFrame:
+    """One row per trained run (recipe x document x seed), paired with the untrained model on the same document:
+    `gain` and `paraphrase_gain` (keyword score after training - untrained), `mmlu_loss` (MMLU accuracy before -
+    after, the first MMLU metric of the run's probes) and `mmlu_p_loss` (mean probability of the right answer,
+    before - after), `perplexity_rise` (after - before), `locality` (after; 1 = unchanged), and the first
+    `steps_to_reach` / `seconds_to_reach` at which the keyword score reached `reach` (NaN if it never did)."""
+    from .probes import accuracy_key
+
+    table = experiment.epochs_for(configs, results_path)
+    if not len(table):
+        raise ValueError(f"frontier_runs: no finished runs of these configs in {results_path}")
+    # The results table holds list fields joined by commas ("data.documents", "eval.probe_mmlu_metrics").
+    table = table.assign(document=table["data.documents"], recipe=table["tag.recipe"], seed=table["train.seed"])
+    untrained = table[table["recipe"] == "untrained"].set_index(["document", "seed"])
+    rows = []
+    for (recipe, document, seed), run in table[table["recipe"] != "untrained"].groupby(
+            ["recipe", "document", "seed"], sort=False):
+        run = run.sort_values("epoch")
+        last, base = run.iloc[-1], untrained.loc[(document, seed)]
+        metric = last["eval.probe_mmlu_metrics"].split(",")[0]
+        acc, p = accuracy_key(metric), f"{metric}_p"
+        reached = run[run["score"] >= reach]
+        row = {"recipe": recipe, "document": document, "seed": seed, "method": last["tag.method"],
+               "lr": last["tag.lr"], "steps": last["steps"], "wall_s": last["wall_s"],
+               "score": last["score"], "gain": last["score"] - base["score"],
+               "steps_to_reach": reached["steps"].iloc[0] if len(reached) else np.nan,
+               "seconds_to_reach": reached["elapsed_s"].iloc[0] if len(reached) else np.nan}
+        if "paraphrase_score" in run:
+            row["paraphrase_gain"] = last["paraphrase_score"] - base["paraphrase_score"]
+        if acc in run:
+            row["mmlu_loss"] = last[f"before.{acc}"] - last[acc]
+            row["mmlu_p_loss"] = last[f"before.{p}"] - last[p] if p in run else np.nan
+        if "perplexity" in run:
+            row["perplexity_rise"] = last["perplexity"] - last["before.perplexity"]
+        if "locality" in run:
+            row["locality"] = last["locality"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FRONTIER_METRICS = ("gain", "paraphrase_gain", "mmlu_loss", "mmlu_p_loss", "perplexity_rise", "locality",
+                    "steps_to_reach", "seconds_to_reach")
+
+
+def frontier_table(runs: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per recipe: each metric of `frontier_runs` as its mean over documents with a 95 % bootstrap CI over
+    documents (`sciknow.stats`; seeds averaged within a document), columns `<metric>`, `<metric>_low`,
+    `<metric>_high`; `reached` = the share of runs that reached the score; and `pareto` = no other recipe gains
+    at least as much knowledge with at most as much MMLU loss, and is strictly better in one of the two."""
+    from . import stats
+
+    rows = []
+    for recipe, group in runs.groupby("recipe", sort=False):
+        row = {"recipe": recipe, "method": group["method"].iloc[0], "lr": group["lr"].iloc[0],
+               "documents": group["document"].nunique(), "reached": float(group["steps_to_reach"].notna().mean())}
+        for metric in (m for m in FRONTIER_METRICS if m in group):
+            values = group.dropna(subset=[metric])
+            if values.empty:
+                row |= {metric: np.nan, f"{metric}_low": np.nan, f"{metric}_high": np.nan}
+                continue
+            ci = stats.cluster_bootstrap(values, value=metric, nested=None, n_resamples=n_resamples, seed=seed)
+            row |= {metric: ci.mean, f"{metric}_low": ci.low, f"{metric}_high": ci.high}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["pareto"] = pareto_front(table["gain"].to_numpy(), table["mmlu_loss"].to_numpy()) \
+        if "mmlu_loss" in table else True
+    return table
+
+
+def pareto_front(gain: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """True where no other point has gain >= and loss <= with one of them strict (more gain, less loss is better)."""
+    n = len(gain)
+    return np.array([not any(gain[j] >= gain[i] and loss[j] <= loss[i] and (gain[j] > gain[i] or loss[j] < loss[i])
+                             for j in range(n) if j != i) for i in range(n)])

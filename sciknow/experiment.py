@@ -96,7 +96,8 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
                 eval_start = time.perf_counter()
                 entry = {"epoch": stats.epoch, "loss": results.clean_float(stats.loss), "steps": stats.steps,
                          "tokens": stats.tokens, **evaluation.evaluate(model, loaded.tokenizer, final),
-                         "train_s": round(stats.train_s, 3), "eval_s": round(time.perf_counter() - eval_start, 3)}
+                         "train_s": round(stats.train_s, 3), "eval_s": round(time.perf_counter() - eval_start, 3),
+                         "elapsed_s": round(time.perf_counter() - start, 2)}  # run time so far (steps to a score)
                 record["answer_s"] = round(record["answer_s"] + entry["eval_s"], 2)
                 record["per_epoch"].append(entry)
                 if on_epoch:
@@ -157,6 +158,7 @@ class Evaluation:
 
         spec = probes.ProbeSpec(
             n_mmlu=e.n_probe_mmlu if "mmlu" in e.probes else 0, mmlu_seed=e.probe_seed,
+            mmlu_metrics=tuple(e.probe_mmlu_metrics), mmlu_draw=e.probe_mmlu_draw,
             n_perplexity=e.n_probe_texts if "perplexity" in e.probes else 0, perplexity_seed=e.probe_seed,
             n_locality=e.n_probe_locality if "locality" in e.probes else 0, batch_size=e.batch_size,
             prompt_style=e.prompt_style)

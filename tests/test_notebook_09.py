@@ -27,7 +27,7 @@ def test_notebook_09_writes_scores_recall_and_cost_tables(tmp_path):
     recall = pd.read_csv(out / "recall_09.csv")
     assert set(recall["distractors"]) == {0, 3} and (recall["mean"] == 1.0).any()
     cost = pd.read_csv(out / "cost_09.csv")
-    assert set(cost["epoch"]) == {0, 1} and {"mmlu_acc", "perplexity", "locality"} <= set(cost.columns)
+    assert set(cost["epoch"]) == {0, 1} and {"mmlu_continuation_acc", "perplexity", "locality"} <= set(cost.columns)
     assert (cost.loc[cost["epoch"] == 0, "locality"] == 1.0).all()
     diffs = pd.read_csv(out / "differences_09.csv")
     assert len(diffs) == 10 and set(diffs["variant"]) == {"original", "paraphrase"}

@@ -76,7 +76,7 @@ def test_notebook_07_sweep_resumes(tmp_path):
     assert "2 complete trials of 2" in outputs(executed)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["untrained"]) >= {"rouge2", "mc", "mmlu"} and summary["best"]["total_texts"] >= 1
-    probes = {"mmlu_acc", "perplexity", "locality"}  # every trial records what it cost
+    probes = {"mmlu_continuation_acc", "perplexity", "locality"}  # every trial records what it cost
     assert probes <= set(summary["untrained"]) and probes <= set(summary["best"])
     assert summary["untrained"]["locality"] == 1.0 and summary["best"]["perplexity"] > 1
     for fig in ("fig6.png", "figS4.png", "fig07_differences.png", "trials.csv", "optuna.sqlite3"):

@@ -86,11 +86,11 @@ def test_forest_rows_in_words_and_its_long_title_inside_the_figure(own_figure):
 
 def test_training_cost_labels_its_metrics_and_the_scatter():
     cost = pd.DataFrame([{"tag.lr": lr, "epoch": e, "score": float("nan") if e == 0 else 0.1 * e * i,
-                          "mmlu_acc": 0.12 - 0.02 * e * i, "mmlu_se": 0.05, "perplexity": 25 + 10 * e * i,
+                          "mmlu_continuation_acc": 0.3 - 0.02 * e * i, "mmlu_continuation_acc_se": 0.03, "perplexity": 25 + 10 * e * i,
                           "locality": 1 - 0.3 * e} for i, lr in enumerate((1e-5, 1e-4, 1e-3)) for e in (0, 1, 2)])
     last = plots.training_cost(cost, lr="tag.lr")
     fig = last.figure
-    assert [ax.get_title() for ax in fig.axes] == ["MMLU accuracy while training", "perplexity while training",
+    assert [ax.get_title() for ax in fig.axes] == ["MMLU accuracy (cloze form) while training", "perplexity while training",
                                                    "locality while training", "knowledge gained vs MMLU lost"]
     assert [t.get_text() for t in last.get_legend().get_texts()] == [
         "learning rate 1e-05", "learning rate 0.0001", "learning rate 0.001"]  # the scatter says which point is which

@@ -127,15 +127,17 @@ def four_papers(shared_dir, tmp_path):
 
 def test_probe_set_on_shared_data(four_papers):
     loaded = _tiny()
-    spec = probes.ProbeSpec(n_mmlu=6, mmlu_source="shared", mmlu_max_new_tokens=2, n_perplexity=2,
+    spec = probes.ProbeSpec(n_mmlu=6, mmlu_source="shared", mmlu_metrics=("generated_digit",), mmlu_draw="random",
+                            mmlu_max_new_tokens=2, n_perplexity=2,
                             perplexity_source=str(four_papers), perplexity_max_length=64, n_locality=3,
                             locality_max_new_tokens=2)
     probe_set = probes.Probes(spec)
     assert probe_set.mmlu == probes.Probes(spec).mmlu  # the subset is fixed by the seed
     baseline = probe_set.prepare(loaded.model, loaded.tokenizer)
-    assert set(baseline) == {"mmlu_acc", "mmlu_se", "mmlu_n", "perplexity", "locality"}
-    p = baseline["mmlu_acc"]
-    assert baseline["mmlu_n"] == 6 and baseline["mmlu_se"] == pytest.approx(math.sqrt(p * (1 - p) / 6))
+    digit = "generated_digit_mmlu"
+    assert set(baseline) == {f"{digit}_acc", f"{digit}_se", f"{digit}_n", "perplexity", "locality"}
+    p = baseline[f"{digit}_acc"]
+    assert baseline[f"{digit}_n"] == 6 and baseline[f"{digit}_se"] == pytest.approx(math.sqrt(p * (1 - p) / 6))
     answers = probe_set.answers["mmlu"]
     assert p == sum(mc_correct(a, it.gold) for a, (_, it) in zip(answers, probe_set.mmlu)) / 6
     assert baseline["perplexity"] > 1 and baseline["locality"] == 1.0
@@ -158,6 +160,8 @@ def test_perplexity_texts_are_seeded_abstracts_without_excluded_papers(four_pape
 def test_probe_spec_errors_name_the_field():
     with pytest.raises(ValueError, match="n_mmlu=-2"):
         probes.ProbeSpec(n_mmlu=-2)
+    with pytest.raises(ValueError, match="mmlu_metrics=.'mmlu_cloze'"):
+        probes.ProbeSpec(mmlu_metrics=("mmlu_cloze",))
     with pytest.raises(ValueError, match="prompt_style='chatty'"):
         probes.ProbeSpec(prompt_style="chatty")
     with pytest.raises(probes.ProbeDataError, match="nowhere"):

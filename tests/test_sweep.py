@@ -269,15 +269,18 @@ def test_task4_trials_record_the_probes_and_can_penalise_forgetting(tmp_path, da
     assert study.user_attrs["setup"]["forgetting_penalty"] == 2.0
     sweep.run_trials(study, objective, 1)
     row = sweep.trials_frame(study).iloc[0]
-    assert {"mmlu_acc", "perplexity", "locality", "before_mmlu_acc", "before_perplexity"} <= set(row.index)
+    acc = "mmlu_continuation_acc"  # the default MMLU probe: the cloze form by log-likelihood
+    assert {acc, "perplexity", "locality", f"before_{acc}", "before_perplexity"} <= set(row.index)
     assert row.perplexity != row.before_perplexity  # measured again after training
-    assert row.forgetting == pytest.approx(max(0.0, row.before_mmlu_acc - row.mmlu_acc))
+    assert row.forgetting == pytest.approx(max(0.0, row[f"before_{acc}"] - row[acc]))
     paper = row.score * math.log10(max(row.total_texts, 1))
     assert row.value == pytest.approx(paper - 2.0 * row.forgetting)
     # The arithmetic where the drop is not 0, and no penalty for a gain.
     one_text = base.replace(**{"data.genre_counts": {"abstract-target": 1}})  # log10(1) = 0: the value is the penalty alone
-    assert objective.value(0.5, one_text, {"mmlu_acc": 0.4}, {"mmlu_acc": 0.25}) == pytest.approx(-2.0 * 0.15)
-    assert sweep.forgetting({"mmlu_acc": 0.2}, {"mmlu_acc": 0.3}) == 0.0
+    assert objective.value(0.5, one_text, {acc: 0.4}, {acc: 0.25}) == pytest.approx(-2.0 * 0.15)
+    assert sweep.forgetting({acc: 0.2}, {acc: 0.3}) == 0.0
+    letter = one_text.replace(**{"eval.probe_mmlu_metrics": ["mmlu"]})  # the penalty follows the first metric
+    assert objective.value(0.5, letter, {"mmlu_acc": 0.4}, {"mmlu_acc": 0.3}) == pytest.approx(-2.0 * 0.1)
     with pytest.raises(ValueError, match="forgetting_penalty=1.0 needs the MMLU probe"):
         sweep.prepare("p4g", store, "4", base.replace(**{"eval.probes": ["perplexity"]}),
                       studies.Task4Space(epochs=(1, 1), max_per_genre=1), tmp_path / "r.jsonl", forgetting_penalty=1.0)
