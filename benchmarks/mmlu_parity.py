@@ -25,7 +25,7 @@ import numpy as np
 
 from sciknow import loglik, models, probes
 from sciknow.config import ModelSpec
-from sciknow.qa import MCItem
+from sciknow.multiple_choice import MCItem
 
 MIN_SAME_CHOICE = 0.99
 MAX_ACC_DIFF = 0.005

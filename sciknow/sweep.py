@@ -1,49 +1,14 @@
-"""One sweep stack for every study (Tasks 2a, 2b, 4, and any registered in `sciknow.studies`): Optuna trials
-over `experiment.run`, resumable and shareable between workers.
+"""One sweep stack for every study (Tasks 2a, 2b, 4, and any registered in `sciknow.studies`): Optuna trials over
+`experiment.run`, resumable and shared between workers; the worker CLI also runs replication units
+(`sciknow.replication`).
 
-A study is a search space, a suggest function and an objective (`sciknow.studies`); this module runs them all
-the same way:
-
-* `prepare(name, storage, task, base, space, results)` validates the space and the base (errors name the field
-  and the value, in seconds), then opens or creates the study. The one resume rule: the first process to create
-  a study records its setup (task, base RunConfig, space, epoch score, floor, sampler, pruner) in the study and
-  enqueues the base configuration as the first trial (the baseline); every later process (a re-run notebook, a
-  worker) uses the recorded setup, and says what differs when its own arguments do.
-* A trial suggests a RunConfig and runs it with `experiment.run`. results.jsonl keeps the one record of the run
-  (config, per-epoch losses, scores and predictions); the trial keeps only its run id, the score its value came
-  from, the worker and, if it failed, why. `trials_frame` joins the two by run id.
-* After every evaluated epoch the trial reports its objective value so far (`trial.report`). Pruning is opt-in:
-  `pruner="median"` (Optuna's MedianPruner: a trial whose value at an epoch is below the median of earlier
-  trials at that epoch stops; the first 5 trials are never pruned) evaluates every epoch, stops the run through
-  `experiment.StopRun` and records it as "pruned".
-* Budget: every trial a worker runs counts towards `n_trials` (complete, pruned, or failed, errors before
-  training included); a worker stops when the study holds `n_trials` of them, after `timeout_s`, or after
-  `max_failures` trials in a row failed (default `MAX_CONSECUTIVE_FAILURES` = 5), raising `SweepStopped` with
-  the last reason.
-
-Forgetting. A study may penalise what training cost: `forgetting_penalty=λ` makes a trial's value
-objective - λ x max(0, MMLU accuracy before training - after), from the run's "mmlu" probe (`sciknow.probes`;
-the base config must list "mmlu" in eval.probes). Off (λ = 0) by default, which keeps the paper's objective.
-
-"score" is the score after the last epoch by default (`epoch_score="last"`: the model you get by training that
-many epochs); `epoch_score="best"` takes the best epoch instead (optimistic: it selects on the test questions,
-and makes `epochs` an upper bound).
-
-Storage and workers. A study lives in an Optuna RDB storage: by default a SQLite file in the run folder, fine
-for one process. Several processes or machines share one study through PostgreSQL (SQLite is not safe for
-concurrent writers; a local throwaway server: `scripts/start_postgres.sh` prints its URL). Create the study once
-(a notebook with `storage_url=...`, or a first worker), then start any number of workers::
-
-    python -m sciknow.sweep worker --storage postgresql://user:pw@host:5432/sciknow --study task2b \\
-        --task 2b --n-trials 100 --model smollm2-135m-instruct --results runs/04_task2b/results.jsonl
-    python -m sciknow.sweep worker --study task4 --task 4 --dataset runs/06_datasets/plos-starter --n-trials 20
-
-Trials send a heartbeat; a trial whose worker died (SIGKILL, lost machine) is marked FAIL after `grace_period`
-seconds by the next worker that starts a trial, and re-enqueued once (`RetryHeartbeatStaleTrialCallback`,
-Optuna >= 4.9); the dead trial does not count, its retry does. Nothing secret is stored: setups and trial
-attributes pass through `sciknow.secrets.redact`, so a secret in a base config is masked in the recorded setup that
-every trial runs from (give credentials by environment variable, e.g. `eval.judge.api_key_env`). Watch a study with
-``optuna-dashboard sqlite:///runs/04_task2b/optuna.sqlite3`` (or the postgresql:// URL).
+`prepare` validates a study's space and base config, then opens or creates the study: the first process records
+the setup in the study and enqueues the base config as the baseline trial; later processes use the recorded setup
+and say what differs. A trial keeps only its run id (results.jsonl holds the run), reports its value per epoch
+(`trial.report`; `pruner="median"` is opt-in), and counts toward `n_trials` whatever its end. Optional
+`forgetting_penalty` subtracts λ x the MMLU accuracy lost. Heartbeats re-enqueue a dead worker's trial
+(`RetryHeartbeatStaleTrialCallback`); setups and trial attributes are redacted (`sciknow.secrets`).
+Commands, storage (SQLite; PostgreSQL for many machines) and the dashboard: README, "Sweeps (Tasks 2a, 2b, 4)".
 """
 from __future__ import annotations
 

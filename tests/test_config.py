@@ -214,8 +214,8 @@ def test_schema_3_mmlu_probe_records_keep_the_generated_digit_rule():
     old = json.loads(json.dumps(SCHEMA_1_RECORD["config"]))
     old["eval"] |= {"probes": ["mmlu"], "n_probe_mmlu": 50}
     config = RunConfig.from_dict(migrate(old, 1))
-    assert config.eval.probe_mmlu_metrics == ["generated_digit"] and config.eval.probe_mmlu_draw == "random"
-    assert RunConfig().eval.probe_mmlu_metrics == ["mmlu_continuation"]  # today's default: the cloze form
+    assert config.eval.probe_mmlu_metrics == ("generated_digit",) and config.eval.probe_mmlu_draw == "random"
+    assert RunConfig().eval.probe_mmlu_metrics == ("mmlu_continuation",)  # today's default: the cloze form
     with pytest.raises(ValueError, match=r"eval.probe_mmlu_metrics.*'mmlu_cloze'"):
         RunConfig().replace(**{"eval.probe_mmlu_metrics": ["mmlu_cloze"]})
     with pytest.raises(ValueError, match=r"eval.probe_mmlu_draw"):

@@ -12,7 +12,7 @@ import torch
 
 from sciknow import loglik, models, probes
 from sciknow.config import ModelSpec, TrainSpec
-from sciknow.qa import MCItem
+from sciknow.multiple_choice import MCItem
 from sciknow.train import train
 
 ITEM = MCItem("  What is 2 + 2? ", ("3", "4", "five", "22"), 2)
