@@ -3,10 +3,10 @@
     python benchmarks/gpu_path_cpu.py
 
 1. ZeRO-3 answering with small windows (tiny-llama, DeepSpeed's CPU accelerator, in this process): weights
-   gathered once per evaluation (`train._gathered_for_evaluation`) vs fetched layer by layer for every token (as
+   gathered once per evaluation (`train.gathered_for_evaluation`) vs fetched layer by layer for every token (as
    before), alternating epochs, medians.
 2. Peak live tensor bytes of joining 4 prefill chunks' KV caches (tiny-llama, 32 prompts of 100-131 tokens):
-   the join before the fix (pad and concatenate everything, then copy into a DynamicCache) vs `_join_caches`.
+   the join before the fix (pad and concatenate everything, then copy into a DynamicCache) vs `join_caches`.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def zero3_answering(epochs: int = 6) -> None:
     spec = TrainSpec(method="deepspeed", lr=1e-3, epochs=epochs, max_length=128, deepspeed_config=str(ds_file))
     questions = [f"What is the capital of country number {i}?" for i in range(16)]
     seconds: dict[str, list[float]] = {"gathered": [], "streamed": []}
-    gathered = train_module._gathered_for_evaluation
+    gathered = train_module.gathered_for_evaluation
 
     def on_epoch(stats) -> None:
         start = time.perf_counter()
@@ -55,14 +55,14 @@ def zero3_answering(epochs: int = 6) -> None:
         seconds["gathered" if stats.epoch % 2 else "streamed"].append(time.perf_counter() - start)
 
     # odd epochs gathered, even epochs streamed (the code before the fix)
-    train_module._gathered_for_evaluation = lambda engine: (
+    train_module.gathered_for_evaluation = lambda engine: (
         gathered(engine) if len(seconds["gathered"]) <= len(seconds["streamed"]) else contextlib.nullcontext())
     try:
         train_module.train(loaded.model, loaded.tokenizer, ["Alpha beta gamma delta. " * 10,
                                                             "One two three four. " * 10], spec, on_epoch=on_epoch,
                            progress=False)
     finally:
-        train_module._gathered_for_evaluation = gathered
+        train_module.gathered_for_evaluation = gathered
     g, s = statistics.median(seconds["gathered"]), statistics.median(seconds["streamed"])
     print(f"ZeRO-3 answering, 16 questions x 24 tokens: gathered {g:.2f} s, streamed {s:.2f} s (x{s / g:.1f}); "
           f"all: {seconds}")
@@ -83,13 +83,13 @@ def join_before_the_fix(model, caches, masks):
 
 def kv_join_peak() -> None:
     model = models.get(ModelSpec(name=models.TINY_MODEL)).model
-    for name, join in (("before", join_before_the_fix), ("after", evaluate._join_caches)):
+    for name, join in (("before", join_before_the_fix), ("after", evaluate.join_caches)):
         torch.manual_seed(0)
         prompts = [torch.randint(5, 1000, (n,)).tolist() for n in range(100, 132)]
         caches, masks = [], []
         with torch.no_grad():
             for start in range(0, len(prompts), evaluate.PREFILL_CHUNK):
-                cache, mask, _ = evaluate._prefill(model, prompts[start:start + evaluate.PREFILL_CHUNK], 0)
+                cache, mask, _ = evaluate.prefill(model, prompts[start:start + evaluate.PREFILL_CHUNK], 0)
                 caches.append(cache)
                 masks.append(mask)
         del cache, mask

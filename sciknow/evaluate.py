@@ -166,7 +166,7 @@ def greedy_decode(model: PreTrainedModel, prompts: list[list[int]], max_new_toke
     0, 1, ... of its own (explicit `position_ids`), and the attention mask hides its padding.
     A step's bookkeeping is a few tensor ops on the whole batch; only a `stop` test looks at rows one by one.
     """
-    cache, mask, logits = _prefill(model, prompts, pad_id)
+    cache, mask, logits = prefill(model, prompts, pad_id)
     cache_kwarg = cache_argument(model)
     device = logits.device
     stop_tensor = torch.tensor(sorted(stop_ids), device=device)
@@ -216,7 +216,7 @@ def cache_argument(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
+def prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
     """Read the prompts (sorted by length) in chunks of PREFILL_CHUNK; return one left-padded KV cache for all
     of them, its attention mask, and each prompt's next-token logits."""
     device = next(model.parameters()).device
@@ -248,11 +248,11 @@ def _prefill(model: PreTrainedModel, prompts: list[list[int]], pad_id: int):
         logits.append(out.logits[:, -1])
     if len(caches) == 1:
         return caches[0], masks[0], logits[0]
-    cache, mask = _join_caches(model, caches, masks)
+    cache, mask = join_caches(model, caches, masks)
     return cache, mask, torch.cat(logits)
 
 
-def _join_caches(model: PreTrainedModel, caches: list[DynamicCache], masks: list[torch.Tensor]):
+def join_caches(model: PreTrainedModel, caches: list[DynamicCache], masks: list[torch.Tensor]):
     """One left-padded cache (and its attention mask) from the chunks' caches, which are emptied on the way:
     layer by layer, each chunk's keys and values are freed as soon as they are copied, so the join needs the
     chunks' memory plus about one layer, not twice the KV memory (+34 GB for Llama-2-7B, 1k-token prompts x 64)."""

@@ -163,7 +163,7 @@ def _deepspeed_engine(model: torch.nn.Module, spec: TrainSpec):
 
 
 @contextmanager
-def _gathered_for_evaluation(engine) -> Iterator[None]:
+def gathered_for_evaluation(engine) -> Iterator[None]:
     """ZeRO-3's weights gathered once for an evaluation. Otherwise every generated token's forward fetches every
     layer again (from pageable host memory with parameter offload) and releases it. The engine's fetch/release
     hooks come off meanwhile (they would release the gathered weights after each layer), as in TRL's
@@ -269,7 +269,7 @@ def train(
         history.append(stats)
         if on_epoch:
             callback_start = time.perf_counter()
-            with _gathered_for_evaluation(engine):
+            with gathered_for_evaluation(engine):
                 on_epoch(stats)
             in_callbacks += time.perf_counter() - callback_start
             model.train()  # the callback may have switched to eval mode for generation

@@ -164,7 +164,7 @@ def test_joining_the_prefill_caches_does_not_double_kv_memory():
     caches, masks = [], []
     for start in range(0, len(prompts), evaluate.PREFILL_CHUNK):
         with torch.no_grad():  # as in generate_answers: no autograd graph holding the caches
-            cache, mask, _ = evaluate._prefill(loaded.model, prompts[start:start + evaluate.PREFILL_CHUNK], 0)
+            cache, mask, _ = evaluate.prefill(loaded.model, prompts[start:start + evaluate.PREFILL_CHUNK], 0)
         caches.append(cache)
         masks.append(mask)
     tensors = [t for c in caches for layer in c.layers for t in (layer.keys, layer.values)]
@@ -174,7 +174,7 @@ def test_joining_the_prefill_caches_does_not_double_kv_memory():
     tracker = LiveTensorBytes(tensors)
     del tensors
     with tracker, torch.no_grad():
-        joined, mask = evaluate._join_caches(loaded.model, caches, masks)
+        joined, mask = evaluate.join_caches(loaded.model, caches, masks)
     del caches
     # The joined cache is padded to the longest prompt, so it is a little larger than the chunks together.
     joined_bytes = sum(t.untyped_storage().nbytes() for layer in joined.layers for t in (layer.keys, layer.values))
@@ -185,7 +185,7 @@ def test_kv_bytes_per_token_match_a_real_cache():
     """What sizes the answering batch on a GPU (`answer_batch_size`): the bytes of a real prefill cache."""
     model = models.get(ModelSpec(name=models.TINY_MODEL)).model
     with torch.no_grad():
-        cache, mask, _ = evaluate._prefill(model, [list(range(5, 25)), list(range(5, 15))], 0)
+        cache, mask, _ = evaluate.prefill(model, [list(range(5, 25)), list(range(5, 15))], 0)
     cache_bytes = sum(t.untyped_storage().nbytes() for layer in cache.layers for t in (layer.keys, layer.values))
     assert evaluate.kv_bytes_per_token(model) * mask.numel() == cache_bytes
     assert evaluate.answer_batch_size(model, 64, 1100) == 64  # on the CPU, as asked
