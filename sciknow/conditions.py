@@ -86,6 +86,8 @@ def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 
         out["translations"] = make("translations", TRANSLATION_CONTENTS, epochs)
     if "step-matched" in controls and not curve:  # read it where the others end (1 text: an epoch is a step)
         ends = {c.tags["texts_per_epoch"] * c.train.epochs for c in out.values()}
+        if any(c in MACHINE_CONDITIONS for c in controls):  # each document ends at its own (1 + kept) x E steps
+            ends |= {n * epochs for n in range(1, len(STYLE_CONTENTS) + 1)}
         out["step-matched"] = out["step-matched"].replace(
             **{"eval.at_epochs": sorted(e for e in ends if 0 < e < top * epochs)})
     # The machine conditions' contents differ per document: `machine_rewrites` builds their runs.
