@@ -151,7 +151,7 @@ def test_task4_suggest_bounds_and_forced_text(dataset):
         config = studies.suggest_paper(trial, base, space)
         counts = config.data.genre_counts
         assert counts and all(1 <= n <= min(3, available[g]) for g, n in counts.items())
-        assert config.train.layer_groups in (list(studies.PARTIAL_GROUPS), list(LAYER_GROUPS))
+        assert config.train.layer_groups in (tuple(studies.PARTIAL_GROUPS), tuple(LAYER_GROUPS))
         assert 4 <= config.train.lora_r <= 128 and 1 <= config.train.epochs <= 3
         if i == 0:
             assert counts == {"introduction-target": 1} and config.tags["forced_text"] == "introduction-target"
