@@ -168,17 +168,10 @@ SCHEMA_FIELDS[3] = ['task', 'model.name', 'model.precision', 'model.trust_remote
     'eval.retrieval_k', 'eval.retrieval_distractors', 'eval.probes', 'eval.probe_every_epoch', 'eval.n_probe_mmlu',
     'eval.n_probe_texts', 'eval.n_probe_locality', 'eval.probe_seed', 'eval.n_qa', 'eval.n_mc', 'eval.n_mmlu',
     'eval.mc_max_new_tokens', 'eval.judge', 'tags']
-SCHEMA_FIELDS[4] = ['task', 'model.name', 'model.precision', 'model.trust_remote_code', 'data.knowledge_set',
-    'data.documents', 'data.contents', 'data.repeats', 'data.n_irrelevant', 'data.irrelevant_source',
-    'data.irrelevant_seed', 'data.dataset', 'data.genre_counts', 'train.method', 'train.lr', 'train.lr_schedule',
-    'train.epochs', 'train.batch_size', 'train.max_length', 'train.seed', 'train.shuffle', 'train.weight_decay',
-    'train.max_grad_norm', 'train.lora_r', 'train.lora_alpha', 'train.lora_dropout', 'train.layer_groups',
-    'train.deepspeed_config', 'train.autocast', 'train.compile', 'train.packing', 'train.gradient_checkpointing',
-    'eval.prompt_style', 'eval.max_new_tokens', 'eval.batch_size', 'eval.every_epoch', 'eval.at_epochs', 'eval.suite',
-    'eval.paraphrases', 'eval.book', 'eval.retrieval_k', 'eval.retrieval_distractors', 'eval.probes',
-    'eval.probe_every_epoch', 'eval.n_probe_mmlu',
-    'eval.probe_mmlu_metrics', 'eval.probe_mmlu_draw', 'eval.n_probe_texts', 'eval.n_probe_locality', 'eval.probe_seed',
-    'eval.n_qa', 'eval.n_mc', 'eval.n_mmlu', 'eval.mc_max_new_tokens', 'eval.judge', 'tags']
+# Schema 4: schema 3 plus gradient checkpointing, evaluation at chosen epochs and the MMLU probe's form and draw.
+_ADDED_AFTER = {"train.packing": ["train.gradient_checkpointing"], "eval.every_epoch": ["eval.at_epochs"],
+                "eval.n_probe_mmlu": ["eval.probe_mmlu_metrics", "eval.probe_mmlu_draw"]}
+SCHEMA_FIELDS[4] = [f for name in SCHEMA_FIELDS[3] for f in [name, *_ADDED_AFTER.get(name, [])]]
 # A config as the first recorded results stored it (schema 1, before lr_schedule and the paper suite existed).
 SCHEMA_1_RECORD = {"config": {
     "task": "1a", "tags": {"n_contents": 2},
