@@ -26,6 +26,8 @@ run's first epochs: "1 contents" is the first E epochs of the step-matched contr
 conditions, the notebook does not run them, and `with_reused` reads their rows from the longer run.
 
 `at_matched_steps` picks the (condition, epoch) pairs that share a step count, for paired differences.
+`plateau` adds the dose-response arms (the most contents and the original, trained much longer, answered at the
+same step counts), `at_shared_steps` pairs them along the curve.
 `choose_documents` turns a notebook's `documents` parameter into the runs of each condition.
 
 The knowledge-forgetting frontier (notebook 11): `frontier_recipes` (full-parameter at five learning rates, LoRA
@@ -105,15 +107,16 @@ def _same_run_but_epochs(config: RunConfig) -> str:
 
 def reused(named: dict[str, RunConfig]) -> dict[str, str]:
     """{condition: longer condition} for each trained condition whose runs are the first epochs of the longer
-    condition's runs (same config but `train.epochs`), which evaluates at every epoch the shorter one asks for."""
+    condition's runs (same config but `train.epochs`), which evaluates at every epoch the shorter one asks for
+    (of several such, the longest)."""
     out = {}
     for name, config in named.items():
-        for other, longer in named.items():
-            if (other != name and 0 < config.train.epochs < longer.train.epochs
-                    and _same_run_but_epochs(config) == _same_run_but_epochs(longer)
-                    and set(experiment.evaluated_epochs(config)) <= set(experiment.evaluated_epochs(longer))):
-                out[name] = other
-                break
+        longer = [other for other, c in named.items()
+                  if other != name and 0 < config.train.epochs < c.train.epochs
+                  and _same_run_but_epochs(config) == _same_run_but_epochs(c)
+                  and set(experiment.evaluated_epochs(config)) <= set(experiment.evaluated_epochs(c))]
+        if longer:  # the longest: it is run, where a middle one would itself be read from it
+            out[name] = max(longer, key=lambda other: named[other].train.epochs)
     return out
 
 
@@ -133,6 +136,33 @@ def with_reused(scores: pd.DataFrame, named: dict[str, RunConfig]) -> pd.DataFra
                 rows[column] = value
         parts.append(rows.assign(read_from=longer))
     return pd.concat(parts, ignore_index=True)
+
+
+def plateau(named: dict[str, RunConfig], epochs: int) -> dict[str, RunConfig]:
+    """The dose-response arms (notebook 08's `plateau`): the most contents of `named` trained for `epochs` epochs
+    and answered after each, and the original alone for as many steps, answered at the same step counts (and
+    where the step-matched control of `named` is answered). The shorter runs of `named` that they extend are
+    then read from them (`reused`)."""
+    top = max(c.tags["texts_per_epoch"] for name, c in named.items() if name.endswith(" contents"))
+    contents, control = named[f"{top} contents"], named["step-matched"]
+    if epochs <= contents.train.epochs:
+        raise ValueError(f"plateau={epochs}: expected more epochs than E = {contents.train.epochs}")
+    name, control_name = f"{top} contents, {epochs} epochs", f"original, {top * epochs} steps"
+    long_contents = contents.replace(**{"train.epochs": epochs, "eval.every_epoch": True, "eval.at_epochs": [],
+                                        "tags": {**contents.tags, "condition": name}})
+    answered = ({top * e for e in range(1, epochs)} | set(experiment.evaluated_epochs(control))) - {top * epochs}
+    long_control = control.replace(**{"train.epochs": top * epochs,
+                                      "eval.at_epochs": [] if control.eval.every_epoch else sorted(answered),
+                                      "tags": {**control.tags, "condition": control_name}})
+    return {name: long_contents, control_name: long_control}
+
+
+def at_shared_steps(scores: pd.DataFrame, arm: str, control: str) -> pd.DataFrame:
+    """The rows of a `question_scores` table of conditions `arm` and `control` at the step counts where both were
+    answered (pair them with `stats.paired_differences(..., by=["variant", "steps"])`)."""
+    rows = scores[scores["tag.condition"].isin([arm, control])]
+    answered = [set(rows.loc[rows["tag.condition"] == c, "steps"]) for c in (arm, control)]
+    return rows[rows["steps"].isin(answered[0] & answered[1])]
 
 
 def machine_contents(kset: KnowledgeSet, partial: str) -> list[str]:

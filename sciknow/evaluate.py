@@ -8,6 +8,8 @@ Evaluation is where a sweep spends much of its time, so decoding is batched and 
     compute goes into padding, and the chunks' KV caches are then joined, left-padded, into one batch;
   * decoding runs greedily on that batch with the KV cache, and a row leaves the batch as soon as it emits an
     end token (or, for plain prompts, starts a new "Question:"), so later steps only compute rows still talking.
+  * on a CPU, fp32 linear layers compute with weights prepacked once per call (`packed_linears`): the few rows
+    of a decoding step then stream the weights near the memory's bandwidth.
 `model.generate` keeps computing finished rows until the longest answer ends and reads every prompt padded to
 the longest one; transformers' continuous batching (`generate_batch`) avoids both but is tuned for GPUs (the
 three timed on CPU: README, Performance).
@@ -23,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import packed_linears
 from .data import Question
 from .scores import keyword_score
 
@@ -76,15 +79,16 @@ def generate_answers(
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress, leave=False):
-            idx = order[start:start + batch_size]
-            new_tokens = greedy_decode(model, [prompts[i] for i in idx], max_new_tokens, stop_ids, pad_id,
-                                       _stop_test(tokenizer, stop_text, stop_repetition))
-            for i, tokens in zip(idx, new_tokens):
-                if stop_repetition and (cut := repeated_tail(tokens)):
-                    tokens = tokens[:len(tokens) - cut]
-                text = tokenizer.decode(tokens, skip_special_tokens=True)
-                answers[i] = (text.split(stop_text)[0] if stop_text else text).strip()
+        with packed_linears.packed(model):  # fp32 on a CPU: weights prepacked for skinny products
+            for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress, leave=False):
+                idx = order[start:start + batch_size]
+                new_tokens = greedy_decode(model, [prompts[i] for i in idx], max_new_tokens, stop_ids, pad_id,
+                                           _stop_test(tokenizer, stop_text, stop_repetition))
+                for i, tokens in zip(idx, new_tokens):
+                    if stop_repetition and (cut := repeated_tail(tokens)):
+                        tokens = tokens[:len(tokens) - cut]
+                    text = tokenizer.decode(tokens, skip_special_tokens=True)
+                    answers[i] = (text.split(stop_text)[0] if stop_text else text).strip()
     finally:
         model.train(was_training)
     return answers

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from . import packed_linears
 from .config import MMLU_FORMS as FORMS  # lm-eval's task names for the cloze and the letter form
 from .multiple_choice import LETTERS, MCItem
 
@@ -147,39 +148,46 @@ def score_requests(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     was_training = model.training
     model.eval()
     try:
-        start = 0
-        while start < len(order):
-            idx = order[start:start + batch_size]
-            tail = max(sum(len(c) - 1 for c in encoded[i][1]) + 1 for i in idx)
-            while len(idx) > 1 and len(idx) * tail * vocab > _LOGITS_BUDGET:
-                idx = idx[:len(idx) // 2]
+        with packed_linears.packed(model):  # fp32 on a CPU: weights prepacked for oneDNN
+            start = 0
+            while start < len(order):
+                idx = order[start:start + batch_size]
                 tail = max(sum(len(c) - 1 for c in encoded[i][1]) + 1 for i in idx)
-            start += len(idx)
-            rows = [_pack(*encoded[i]) for i in idx]
-            width = max(len(r[0]) for r in rows)  # longest context
-            length = width + tail - 1
-            if limit is not None and length > limit:
-                raise ValueError(f"score_requests: {length} tokens exceed the model's {limit} positions")
-            ids = torch.full((len(rows), length), _pad_id(tokenizer), dtype=torch.long)
-            positions = torch.zeros((len(rows), length), dtype=torch.long)
-            allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself only
-            for b, (context, tokens, pos, seen) in enumerate(rows):
-                shift = width - len(context)  # left padding: every context ends at column width - 1
-                n = len(tokens)
-                ids[b, shift:shift + n] = torch.tensor(tokens)
-                positions[b, shift:shift + n] = torch.tensor(pos)
-                allowed[b, shift:shift + n, shift:shift + n] = seen
-            dtype = next(model.parameters()).dtype
-            mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-            keep = torch.arange(width - 1, length, device=device)
-            logits = model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
-                           position_ids=positions.to(device), logits_to_keep=keep, use_cache=False).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-            for b, i in enumerate(idx):
-                out[i] = _choice_sums(logprobs[b], encoded[i][1])
+                while len(idx) > 1 and len(idx) * tail * vocab > _LOGITS_BUDGET:
+                    idx = idx[:len(idx) // 2]
+                    tail = max(sum(len(c) - 1 for c in encoded[i][1]) + 1 for i in idx)
+                start += len(idx)
+                rows = [_pack(*encoded[i]) for i in idx]
+                width = max(len(r[0]) for r in rows)  # longest context
+                length = width + tail - 1
+                if limit is not None and length > limit:
+                    raise ValueError(f"score_requests: {length} tokens exceed the model's {limit} positions")
+                ids, positions, mask = _left_padded(rows, width, length, _pad_id(tokenizer),
+                                                    next(model.parameters()).dtype)
+                keep = torch.arange(width - 1, length, device=device)
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), logits_to_keep=keep, use_cache=False).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+                for b, i in enumerate(idx):
+                    out[i] = _choice_sums(logprobs[b], encoded[i][1])
     finally:
         model.train(was_training)
     return out
+
+
+def _left_padded(rows: list[tuple], width: int, length: int, pad_id: int, dtype: torch.dtype):
+    """Token ids, position ids and the additive 4-d attention mask of packed `rows`, left-padded so that every
+    context ends at column `width` - 1; a padding position attends to itself only."""
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)
+    for b, (context, tokens, pos, seen) in enumerate(rows):
+        shift, n = width - len(context), len(tokens)
+        ids[b, shift:shift + n] = torch.tensor(tokens)
+        positions[b, shift:shift + n] = torch.tensor(pos)
+        allowed[b, shift:shift + n, shift:shift + n] = seen
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return ids, positions, mask[:, None]
 
 
 def _pack(context: list[int], continuations: list[list[int]]) -> tuple[list[int], list[int], list[int], torch.Tensor]:

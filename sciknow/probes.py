@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from . import packed_linears
 from .config import MMLU_DRAWS, MMLU_METRICS, PROMPT_STYLES, REPO_ROOT, SHARED_DIR
 from .evaluate import generate_answers
 from .io import atomic_write_text
@@ -238,15 +239,16 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts
     was_training = model.training
     model.eval()
     try:
-        for text in texts:
-            ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length).input_ids
-            if len(ids) < 2:
-                raise ValueError(f"perplexity: text {text[:40]!r} has fewer than 2 tokens")
-            ids = torch.tensor([ids], device=device)
-            # One text per forward pass: no padding to mask, and the [tokens, vocabulary] logits stay small.
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            total_nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
-            total_tokens += ids.shape[1] - 1
+        with packed_linears.packed(model):  # fp32 on a CPU: weights prepacked for oneDNN
+            for text in texts:
+                ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length).input_ids
+                if len(ids) < 2:
+                    raise ValueError(f"perplexity: text {text[:40]!r} has fewer than 2 tokens")
+                ids = torch.tensor([ids], device=device)
+                # One text per forward pass: no padding to mask, and the [tokens, vocabulary] logits stay small.
+                logits = model(input_ids=ids).logits[0, :-1].float()
+                total_nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+                total_tokens += ids.shape[1] - 1
     finally:
         model.train(was_training)
     if not total_tokens:

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithFlattening, PreTrainedTokenizerBase
 
+from . import packed_linears
 from .config import TrainSpec
 
 
@@ -125,7 +126,8 @@ def levers(model: torch.nn.Module, spec: TrainSpec) -> dict[str, object]:
             "gradient_checkpointing": spec.gradient_checkpointing,
             "float32_matmul": torch.get_float32_matmul_precision(),  # "high" = TF32 on CUDA (models.load)
             # ZeRO-3 evaluates on weights gathered once per evaluation, not streamed in for every token
-            "eval_weights": "gathered" if spec.method == "deepspeed" else "resident"}
+            "eval_weights": "gathered" if spec.method == "deepspeed" else "resident",
+            "answer_matmul": "onednn-packed" if packed_linears.available(model) else "default"}
 
 
 def adamw(params: list[torch.nn.Parameter], spec: TrainSpec) -> torch.optim.AdamW:

@@ -28,3 +28,19 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip(f"{SHARED} is absent (CI has it)")
     return SHARED
+
+
+def tiny_with_large_weights(seed: int = 1):
+    """The tiny random Llama with weights of std 0.3: as built it answers every prompt with the same newline
+    token (and scores every choice alike), which would let comparisons of answers pass whatever the code did."""
+    import torch
+
+    from sciknow import models
+
+    loaded = models.load(ModelSpec(name=models.TINY_MODEL))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return loaded

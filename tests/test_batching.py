@@ -11,6 +11,8 @@ from sciknow import evaluate, models
 from sciknow.config import ModelSpec
 from sciknow.evaluate import build_prompt, end_token_ids, generate_answers, greedy_decode
 
+from conftest import tiny_with_large_weights
+
 # Prompts of different lengths, so batching needs left padding.
 QUESTIONS = [
     "What is a polymer?",
@@ -29,13 +31,7 @@ def tiny():
     """The tiny random Llama with larger weights (std 0.3): as built it answers every prompt with the same
     newline token, which would make these comparisons pass whatever the batching did."""
     torch.set_num_threads(1)  # tiny model: threads only add synchronisation cost
-    loaded = models.load(ModelSpec(name=models.TINY_MODEL))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return loaded
+    return tiny_with_large_weights(0)
 
 
 def _prompt_ids(tiny, questions=QUESTIONS) -> list[list[int]]:

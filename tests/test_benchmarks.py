@@ -38,15 +38,19 @@ def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
                           "--only", "suite"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "bench.csv")) if r["section"] == "suite"}
-    bound = rows["answering pass: time vs its bound"]
-    assert 0 < float(bound["original"]) < float(bound["sciknow"])  # the bound is below the measured time
-    assert float(rows["answering tokens/s vs bound"]["sciknow"]) > 0
+    for kernel in ("packed weights (default)", "torch's default kernel"):
+        bound = rows[f"answering pass, {kernel}: time vs its bound"]
+        assert 0 < float(bound["original"]) < float(bound["sciknow"])  # the bound is below the measured time
+        assert float(rows[f"answering tokens/s, {kernel}, vs bound"]["sciknow"]) > 0
     units = ["untrained", "1 contents", "3 contents", "5 contents", "step-matched", "translations"]
     for unit in units:
         wall, load, train, answer = (float(rows[f"unit {unit}: {part}"]["sciknow"])
                                      for part in ("wall time", "loading", "training", "answering"))
         assert answer > 0 and load >= 0 and abs(load + train + answer - wall) <= 0.001 * wall + 0.02, unit
     assert float(rows["unit untrained: training"]["sciknow"]) < float(rows["unit step-matched: training"]["sciknow"])
+    cores = len(os.sched_getaffinity(0))
+    layouts = {f"workers: 1 units, {w} x {cores // w} thread(s), wall time" for w in {1, cores}}
+    assert layouts <= set(rows) and all(float(rows[m]["sciknow"]) > 0 for m in layouts)
 
 
 def sciknow_private_uses(source: str) -> list[str]:

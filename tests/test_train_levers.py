@@ -121,4 +121,4 @@ def test_the_default_training_path_uses_the_chosen_levers(tiny):
     assert _matmul_dtypes(tiny, spec) == {torch.float32}
     assert levers(tiny.model, spec) == {"autocast": "off", "compile": False, "packing": False,
                                         "gradient_checkpointing": False, "float32_matmul": "highest",
-                                        "eval_weights": "resident"}
+                                        "eval_weights": "resident", "answer_matmul": "onednn-packed"}
