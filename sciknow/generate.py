@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -163,11 +164,65 @@ def _error_message(err: io.HTTPStatusError) -> str:
     return str(error)[:500]
 
 
-class RecordingBackend:
-    """A backend that appends every finished generation to a JSONL file (atomically, one batch at a time) and
-    reads recorded ones back: a killed build resumes where it stopped, and the raw texts stay inspectable.
+class GenerationLog:
+    """Finished generations in an append-only JSONL file, each written as soon as its text exists and read back by
+    its key (a hash of everything that made it), so that a killed run resumes where it stopped and the raw texts
+    stay inspectable. A line is {"key", the caller's fields, "seconds", "output"}. `RecordingBackend` keys by
+    (writer, max_new_tokens, prompt); `sciknow.make.augment` by (text, writer, step, prompt)."""
 
-    A record is keyed by (writer id, max_new_tokens, prompt), so a different writer or prompt is generated anew.
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        records = [r for r in io.read_jsonl(self.path) if "key" in r and "output" in r]
+        self.outputs = {r["key"]: r["output"] for r in records}
+        self.seconds_of = {r["key"]: float(r.get("seconds", 0.0)) for r in records}
+        self.generated = 0  # outputs this process added
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        payload = json.dumps(list(parts), ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.outputs
+
+    def __getitem__(self, key: str) -> str:
+        return self.outputs[key]
+
+    def add(self, key: str, output: str, seconds: float, **fields: Any) -> None:
+        io.append_jsonl(self.path, {"key": key, **fields, "seconds": round(seconds, 2), "output": output})
+        self.outputs[key] = output
+        self.seconds_of[key] = seconds
+        self.generated += 1
+
+
+@dataclass(frozen=True)
+class PendingGeneration:
+    """A prompt to generate and where its output goes: `log` under `key`, with `fields` on its line."""
+
+    log: GenerationLog
+    key: str
+    prompt: str
+    fields: dict[str, Any]
+
+
+def generate_into_logs(backend: Backend, writer_id: str, pending: Sequence[PendingGeneration],
+                       max_new_tokens: int) -> float:
+    """One `backend` call for the prompts of `pending` (which may go to several logs); each output is added to its
+    log with an equal share of the call's time, which is returned."""
+    began = time.perf_counter()
+    texts = backend.complete([p.prompt for p in pending], max_new_tokens)
+    seconds = (time.perf_counter() - began) / len(pending)
+    if len(texts) != len(pending):
+        raise BackendError(f"writer {writer_id} returned {len(texts)} texts for {len(pending)} prompts")
+    for item, text in zip(pending, texts):
+        item.log.add(item.key, text if isinstance(text, str) else "", seconds, **item.fields)
+    return seconds
+
+
+class RecordingBackend:
+    """A backend whose generations go through a `GenerationLog` at `path`, one batch at a time, keyed by (writer id,
+    max_new_tokens, prompt): a different writer or prompt is generated anew, a recorded one read back.
+
     `seconds` adds up the time of the generations made in this process, `resumed` counts the ones read back, and
     `writer_seconds` is what every text returned so far took to write, in whichever run wrote it.
     """
@@ -177,50 +232,39 @@ class RecordingBackend:
         self.backend = backend
         self.progress = progress  # a bar over the prompts still to generate
         self.writer_id = writer_id
-        self.path = Path(path)
+        self.log = GenerationLog(path)
         self.batch_size = max(1, batch_size)
-        records = [r for r in io.read_jsonl(self.path) if "key" in r and "output" in r]
-        self.done = {r["key"]: r["output"] for r in records}
-        self.seconds_of = {r["key"]: float(r.get("seconds", 0.0)) for r in records}
         self.writer_seconds = 0.0
-        self.generated = 0
         self.resumed = 0
         self.seconds = 0.0
 
+    @property
+    def generated(self) -> int:
+        return self.log.generated
+
     def key(self, prompt: str, max_new_tokens: int) -> str:
-        payload = json.dumps([self.writer_id, max_new_tokens, prompt], ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return GenerationLog.key(self.writer_id, max_new_tokens, prompt)
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         keys = [self.key(p, max_new_tokens) for p in prompts]
-        pending = list(dict.fromkeys(k for k in keys if k not in self.done))
+        pending = list(dict.fromkeys(k for k in keys if k not in self.log))
         self.resumed += len(prompts) - len(pending)
         prompt_of = dict(zip(keys, prompts))
         bar = tqdm(total=len(pending), desc=f"generating ({self.writer_id})", unit="prompt",
                    disable=not self.progress or not pending)
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start:start + self.batch_size]
-            began = time.perf_counter()
-            texts = self.backend.complete([prompt_of[k] for k in chunk], max_new_tokens)
-            seconds = time.perf_counter() - began
-            if len(texts) != len(chunk):
-                raise BackendError(f"{self.writer_id} returned {len(texts)} texts for {len(chunk)} prompts")
-            self.seconds += seconds
-            for key, text in zip(chunk, texts):
-                text = text if isinstance(text, str) else ""
-                io.append_jsonl(self.path, {"key": key, "writer": self.writer_id, "max_new_tokens": max_new_tokens,
-                                            "seconds": round(seconds / len(chunk), 2), "prompt": prompt_of[key],
-                                            "output": text})
-                self.done[key] = text
-                self.seconds_of[key] = seconds / len(chunk)
-                self.generated += 1
+            share = generate_into_logs(self.backend, self.writer_id, [PendingGeneration(
+                self.log, k, prompt_of[k], {"writer": self.writer_id, "max_new_tokens": max_new_tokens,
+                                            "prompt": prompt_of[k]}) for k in chunk], max_new_tokens)
+            self.seconds += share * len(chunk)
             bar.update(len(chunk))
         bar.close()
-        self.writer_seconds += sum(self.seconds_of[k] for k in keys)
-        return [self.done[k] for k in keys]
+        self.writer_seconds += sum(self.log.seconds_of[k] for k in keys)
+        return [self.log[k] for k in keys]
 
     def __repr__(self) -> str:
-        return f"RecordingBackend({self.writer_id}, {self.path.name})"
+        return f"RecordingBackend({self.writer_id}, {self.log.path.name})"
 
 
 # ---------------------------------------------------------------- translation

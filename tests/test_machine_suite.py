@@ -6,6 +6,7 @@ checked exactly; notebook 08 trains on such a folder in tests/test_notebook_08.p
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,28 @@ def test_machine_conditions_train_each_documents_own_texts(tmp_path):
         conditions.machine_rewrites(base, 2, ["comp-pellucid"], [0], "machine rewrites", folder)
     with pytest.raises(ValueError, match="condition='machine'"):
         conditions.machine_rewrites(base, 2, NAMES, [0], "machine", folder)
+
+
+class NoWriter:
+    """A writer that must not be asked: every text has to come from the sidecar."""
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        raise AssertionError(f"the writer was called for {len(prompts)} prompt(s)")
+
+
+def test_a_committed_sidecar_resumes_without_a_writer_call(tmp_path):
+    """A sidecar written by the real run (committed in data/knowledge/suite_machine) is read back whole: no writer
+    or translator call, nothing appended, and the same knowledge set and rewrite report as the committed ones."""
+    name = "astro-sevrinne"
+    committed = machine_suite.OUT_DIR
+    sidecar = tmp_path / f"{name}.json.steps.jsonl"
+    shutil.copyfile(committed / sidecar.name, sidecar)
+    before = sidecar.read_bytes()
+    old_report = json.loads((committed / "reports" / f"{name}.json").read_text())
+    report = machine_suite.machine_document(load_suite(SUITE_DIR, [name])[0], tmp_path, NoWriter(),
+                                            old_report["writer"], translate_to=augment.TRANSLATIONS)
+    assert sidecar.read_bytes() == before
+    assert (report["steps_run"], report["steps_resumed"]) == (0, len(before.splitlines()))
+    assert (tmp_path / f"{name}.json").read_text() == (committed / f"{name}.json").read_text()
+    for field in ("rewrites", "kept", "kept_partial", "writer_seconds"):
+        assert report[field] == old_report[field], field

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import json
 import re
 import sys
@@ -46,8 +45,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data import KnowledgeSet, load_knowledge_set
-from ..generate import ApertiumTranslator, Backend, LLMTranslator, OpenAICompatibleBackend
-from ..io import append_jsonl, atomic_write_text, read_jsonl
+from ..generate import (ApertiumTranslator, Backend, GenerationLog, LLMTranslator, OpenAICompatibleBackend,
+                        PendingGeneration, generate_into_logs)
+from ..io import atomic_write_text
 
 DEFAULT_WRITER = "qwen2.5-coder-1.5b-instruct"  # the better of the two offline writers (README, "Teach your own text")
 STYLES = ("qa", "article", "interview", "textbook")
@@ -346,24 +346,30 @@ class Step:
 
 
 class StepRunner:
-    """Runs writer prompts, appending each finished output to a sidecar JSONL so that a killed run resumes."""
+    """Runs the writer steps of one text through its sidecar `GenerationLog` (keyed by text, writer, step name and
+    prompt), so that a killed run resumes."""
 
     def __init__(self, backend: Backend | None, writer_id: str, text: str, sidecar: Path, batch_size: int = 1,
                  progress: bool = True) -> None:
         self.backend = backend
         self.writer_id = writer_id
         self.text = text
-        self.sidecar = sidecar
+        self.log = GenerationLog(sidecar)
         self.batch_size = max(1, batch_size)
-        self.done = {r["key"]: r["output"] for r in read_jsonl(sidecar) if "key" in r and "output" in r}
-        self.ran = 0
         self.resumed = 0
         self.writer_seconds = 0.0
         self.bar = tqdm(total=0, desc="augment", unit="step", disable=not progress)
 
+    @property
+    def ran(self) -> int:
+        return self.log.generated
+
     def key(self, step: Step, who: str | None = None) -> str:
-        payload = json.dumps([self.text, who or self.writer_id, step.name, step.prompt], ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return GenerationLog.key(self.text, who or self.writer_id, step.name, step.prompt)
+
+    def pending_generation(self, step: Step, who: str | None = None) -> PendingGeneration:
+        return PendingGeneration(self.log, self.key(step, who), step.prompt,
+                                 {"step": step.name, "writer": who or self.writer_id})
 
     def run(self, steps: Sequence[Step]) -> dict[str, str]:
         """Outputs of `steps` by name: recorded ones are read back, the rest generated `batch_size` at a time."""
@@ -372,8 +378,8 @@ class StepRunner:
         outputs = {}
         pending = []
         for step in steps:
-            if self.key(step) in self.done:
-                outputs[step.name] = self.done[self.key(step)]
+            if self.key(step) in self.log:
+                outputs[step.name] = self.log[self.key(step)]
                 self.resumed += 1
                 self.bar.update(1)
             else:
@@ -382,19 +388,11 @@ class StepRunner:
             chunk = pending[start:start + self.batch_size]
             self.bar.set_postfix_str(", ".join(s.name for s in chunk))
             generate_chunk([(self, step) for step in chunk])
-            outputs.update((step.name, self.done[self.key(step)]) for step in chunk)
+            outputs.update((step.name, self.log[self.key(step)]) for step in chunk)
         return outputs
 
     def pending(self, steps: Sequence[Step]) -> list[Step]:
-        return [step for step in steps if self.key(step) not in self.done]
-
-    def record(self, step: Step, output: str, seconds: float, who: str | None = None) -> None:
-        key = self.key(step, who)
-        append_jsonl(self.sidecar, {"key": key, "step": step.name, "writer": who or self.writer_id,
-                                    "seconds": round(seconds, 2), "output": output})
-        self.done[key] = output
-        self.ran += 1
-        self.bar.update(1)
+        return [step for step in steps if self.key(step) not in self.log]
 
     def translate(self, translator: Any, translator_id: str, langs: Sequence[str]) -> dict[str, str]:
         """Translations of the text, each recorded like a writer step (Apertium is fast, a writer is not)."""
@@ -402,18 +400,18 @@ class StepRunner:
         out = {}
         for lang in langs:
             step = Step(f"translate:{lang}", f"{translator_id}:{lang}", 0)
-            key = self.key(step, translator_id)
-            if key in self.done:
+            item = self.pending_generation(step, translator_id)
+            if item.key in self.log:
                 self.resumed += 1
-                self.bar.update(1)
             else:
                 if translator is None:
                     raise AugmentError(f"no writer given, and {step.name} is not recorded yet")
                 self.bar.set_postfix_str(step.name)
                 began = time.perf_counter()
                 translated = translator.translate([self.text], lang)[0]
-                self.record(step, translated, time.perf_counter() - began, translator_id)
-            out[lang] = self.done[key]
+                self.log.add(item.key, translated, time.perf_counter() - began, **item.fields)
+            self.bar.update(1)
+            out[lang] = self.log[item.key]
         return out
 
     def close(self) -> None:
@@ -421,20 +419,17 @@ class StepRunner:
 
 
 def generate_chunk(items: Sequence[tuple[StepRunner, Step]]) -> None:
-    """One writer call for `items` (steps of one or several runners sharing a backend), each output recorded by
-    its runner with its share of the call's time. The steps share max_new_tokens (they come from one stage)."""
+    """One writer call for `items` (steps of one or several runners sharing a backend), each output recorded in its
+    runner's sidecar with its share of the call's time. The steps share max_new_tokens (they come from one stage)."""
     runner = items[0][0]
     if runner.backend is None:
         raise AugmentError("no writer given, and these steps are not recorded yet: "
                            + ", ".join(step.name for _, step in items))
-    began = time.perf_counter()
-    texts = runner.backend.complete([step.prompt for _, step in items], max(s.max_new_tokens for _, s in items))
-    seconds = (time.perf_counter() - began) / len(items)
-    if len(texts) != len(items):
-        raise AugmentError(f"writer {runner.writer_id} returned {len(texts)} texts for {len(items)} prompts")
-    for (owner, step), text in zip(items, texts):
-        owner.writer_seconds += seconds
-        owner.record(step, text if isinstance(text, str) else "", seconds)
+    pending = [owner.pending_generation(step) for owner, step in items]
+    share = generate_into_logs(runner.backend, runner.writer_id, pending, max(s.max_new_tokens for _, s in items))
+    for owner, _ in items:
+        owner.writer_seconds += share
+        owner.bar.update(1)
 
 
 def generate_together(jobs: Sequence[tuple[StepRunner, Sequence[Step]]], batch_size: int) -> None:
