@@ -305,6 +305,9 @@ def prepare(name: str, store: optuna.storages.BaseStorage | str, task: str, base
     return study, Objective(setup, results_path, n_trials)
 
 
+# Not Optuna's MaxTrialsCallback: it counts trials by state once a trial has ended. Here a FAIL counts only with a
+# fail_reason (a dead worker's FAIL is retried, a surplus trial never ran), and a worker must also check before it
+# starts a trial, waiting while other workers' running trials would fill the study, so that none runs a surplus one.
 def counted(trial: FrozenTrial) -> bool:
     """Does the trial count towards n_trials? Complete, pruned, or failed by the objective (it has a reason).
 
