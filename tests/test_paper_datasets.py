@@ -223,3 +223,12 @@ def test_mmlu_subjects_from_the_full_set():
 def test_build_refuses_a_bad_similarity(tmp_path):
     with pytest.raises(ValueError, match="qa_similarity=1.5"):
         build_paper_datasets.build_datasets([], tmp_path, qa_similarity=1.5)
+
+
+def test_build_options_are_checked_when_made_and_given_once():
+    with pytest.raises(ValueError, match=r"sizes: unknown group\(s\) \['targets'\]"):
+        build_paper_datasets.BuildOptions(sizes={"targets": 1})
+    assert build_paper_datasets.BuildOptions(sizes={"target": 2}).sizes == {"target": 2, "irrelevant-1": 0,
+                                                                            "irrelevant-2": 0}
+    with pytest.raises(TypeError, match=r"give options or \['seed'\] by keyword, not both"):
+        build_paper_datasets.build_datasets([], "unused", build_paper_datasets.BuildOptions(), seed=1)

