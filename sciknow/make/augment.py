@@ -650,6 +650,58 @@ def _rewrites(runner: StepRunner, text: str, styles: Sequence[str], keywords: li
     return kept
 
 
+def _check_choices(n_questions: int, styles: Sequence[str], translate_to: Sequence[str], translator: str,
+                   partial_rewrites: str) -> list[str]:
+    """Refuse bad `augment` choices before any writer call; the languages to translate into (English is the text)."""
+    unknown = [s for s in styles if s not in STYLE_PROMPTS]
+    if unknown:
+        raise AugmentError(f"styles: unknown style(s) {unknown}; expected some of {list(STYLE_PROMPTS)}")
+    if n_questions < 1:
+        raise AugmentError(f"n_questions={n_questions}: must be >= 1")
+    if partial_rewrites not in PARTIAL_REWRITES:
+        raise AugmentError(f"partial_rewrites={partial_rewrites!r}: expected one of {list(PARTIAL_REWRITES)}")
+    translate_to = [lang for lang in translate_to if lang != "en"]
+    if translator == "apertium" and translate_to:  # fail now, not after minutes of writing
+        apertium = ApertiumTranslator()
+        for lang in translate_to:
+            apertium.modes_for(lang)
+    elif translator not in ("apertium", "writer", "none"):
+        raise AugmentError(f"translator={translator!r}: expected 'apertium', 'writer' or 'none'")
+    return translate_to
+
+
+def _contents(text: str, rewrites: dict[str, str], translations: dict[str, str], report: AugmentReport
+              ) -> list[dict[str, str]]:
+    """The set's contents: the original, the kept rewrites, the translations that are not empty or too short."""
+    contents = [{"id": "C1", "style": "original", "lang": "en", "text": text}]
+    contents += [{"id": f"C{len(contents) + i}", "style": s, "lang": "en", "text": t}
+                 for i, (s, t) in enumerate(rewrites.items(), start=1)]
+    for lang, translated in translations.items():
+        if len(re.findall(r"\w+", translated)) < MIN_WORDS:
+            report.dropped_rewrites.append(f"translation {lang}: empty or too short")
+            continue
+        contents.append({"id": f"C{len(contents) + 1}", "style": "translation", "lang": lang, "text": translated})
+        report.translations.append(lang)
+    return contents
+
+
+def _question_items(questions: list[tuple[DraftQuestion, list[str]]], paraphrase_out: dict[str, str],
+                    keywords: list[str], report: AugmentReport) -> list[dict[str, Any]]:
+    """The set's questions, each with its paraphrase if the check keeps it."""
+    items = []
+    for i, (draft, kws) in enumerate(questions, start=1):
+        item = {"id": f"Q{i}", "question": draft.question, "reference_answer": draft.answer, "keywords": kws}
+        paraphrase, why = check_paraphrase(clean_output(paraphrase_out[f"paraphrase:Q{i}"]), draft.question,
+                                           keywords)  # no keyword of any question, as for the questions
+        if paraphrase:
+            item["paraphrase"] = paraphrase
+            report.paraphrases_kept += 1
+        else:
+            report.dropped_paraphrases.append(f"Q{i}: {why}")
+        items.append(item)
+    return items
+
+
 def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str, *, n_questions: int = 5,
             styles: Sequence[str] = STYLES, translate_to: Sequence[str] = TRANSLATIONS,
             translator: str = "apertium", name: str | None = None, meta: dict[str, str] | None = None,
@@ -665,21 +717,7 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
     """
     text = check_text(text)
     out = Path(out)
-    unknown = [s for s in styles if s not in STYLE_PROMPTS]
-    if unknown:
-        raise AugmentError(f"styles: unknown style(s) {unknown}; expected some of {list(STYLE_PROMPTS)}")
-    if n_questions < 1:
-        raise AugmentError(f"n_questions={n_questions}: must be >= 1")
-    if partial_rewrites not in PARTIAL_REWRITES:
-        raise AugmentError(f"partial_rewrites={partial_rewrites!r}: expected one of {list(PARTIAL_REWRITES)}")
-    translate_to = [lang for lang in translate_to if lang != "en"]
-    if translator == "apertium" and translate_to:  # fail now, not after minutes of writing
-        apertium = ApertiumTranslator()
-        for lang in translate_to:
-            apertium.modes_for(lang)
-    elif translator not in ("apertium", "writer", "none"):
-        raise AugmentError(f"translator={translator!r}: expected 'apertium', 'writer' or 'none'")
-
+    translate_to = _check_choices(n_questions, styles, translate_to, translator, partial_rewrites)
     report = AugmentReport(writer=writer_id, questions_asked=n_questions)
     batch_size = batch_size or getattr(backend, "batch_size", 1)
     runner = StepRunner(backend, writer_id, text, sidecar_path(out), batch_size=batch_size, progress=progress)
@@ -700,26 +738,8 @@ def augment(text: str, out: str | Path, backend: Backend | None, writer_id: str,
         report.steps_run, report.steps_resumed = runner.ran, runner.resumed
         report.writer_seconds = round(runner.writer_seconds, 1)
 
-    contents = [{"id": "C1", "style": "original", "lang": "en", "text": text}]
-    contents += [{"id": f"C{len(contents) + i}", "style": s, "lang": "en", "text": t}
-                 for i, (s, t) in enumerate(rewrites.items(), start=1)]
-    for lang, translated in translations.items():
-        if len(re.findall(r"\w+", translated)) < MIN_WORDS:
-            report.dropped_rewrites.append(f"translation {lang}: empty or too short")
-            continue
-        contents.append({"id": f"C{len(contents) + 1}", "style": "translation", "lang": lang, "text": translated})
-        report.translations.append(lang)
-    items = []
-    for i, (draft, kws) in enumerate(questions, start=1):
-        item = {"id": f"Q{i}", "question": draft.question, "reference_answer": draft.answer, "keywords": kws}
-        paraphrase, why = check_paraphrase(clean_output(paraphrase_out[f"paraphrase:Q{i}"]), draft.question,
-                                           keywords)  # no keyword of any question, as for the questions
-        if paraphrase:
-            item["paraphrase"] = paraphrase
-            report.paraphrases_kept += 1
-        else:
-            report.dropped_paraphrases.append(f"Q{i}: {why}")
-        items.append(item)
+    contents = _contents(text, rewrites, translations, report)
+    items = _question_items(questions, paraphrase_out, keywords, report)
     kset = {
         "name": name or out.stem,
         "description": f"Knowledge set made by sciknow.make.augment from {(meta or {}).get('source', 'a text')}.",
