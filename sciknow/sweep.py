@@ -278,31 +278,35 @@ def prepare(name: str, store: optuna.storages.BaseStorage | str, task: str, base
     floor = definition.default_floor if floor is None else floor
     requested = Setup(task, base, space, epoch_score, 0.0 if floor == "untrained" else floor,
                       sampler or definition.sampler, pruner, str(Path(results_path).resolve()), forgetting_penalty)
-
     study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True)
-    if "setup" not in study.user_attrs:
-        if floor == "untrained":
-            requested = dataclasses.replace(requested, floor=untrained_score(base, results_path))
-        _set(study, "setup", requested.to_dict())
-    recorded = study.user_attrs["setup"]
-    diffs = differences(recorded, json.loads(json.dumps(redact(requested.to_dict()))),
-                        ignore=("results",) + (("floor",) if floor == "untrained" else ()))
-    if diffs:
-        print(f"sciknow.sweep: study {name!r} exists; its recorded setup wins over this call's "
-              f"({len(diffs)} difference(s)): " + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else ""))
-    setup = Setup.from_dict(recorded)
-    definition = studies.get(setup.task)
-    if diffs:  # check the recorded base on this machine too (its knowledge set or dataset must be here)
-        definition.fit(setup.base, setup.space)
-
+    setup = _recorded_setup(study, requested, untrained_floor=floor == "untrained")
     n_existing = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(setup.sampler, None if seed is None else seed + n_existing, n_startup_trials)
     study.pruner = make_pruner(setup.pruner)
     if not study.user_attrs.get("baseline_enqueued"):
-        study.enqueue_trial(definition.baseline(setup.base, setup.space), user_attrs={"baseline": True},
+        study.enqueue_trial(studies.get(setup.task).baseline(setup.base, setup.space), user_attrs={"baseline": True},
                             skip_if_exists=True)
         _set(study, "baseline_enqueued", True)
     return study, Objective(setup, results_path, n_trials)
+
+
+def _recorded_setup(study: optuna.Study, requested: Setup, untrained_floor: bool) -> Setup:
+    """The study's setup: `requested` if the study is new (recorded now, with the base's untrained score as its
+    floor if `untrained_floor`), else the recorded one, saying how it differs from `requested`."""
+    if "setup" not in study.user_attrs:
+        if untrained_floor:
+            requested = dataclasses.replace(requested, floor=untrained_score(requested.base, requested.results))
+        _set(study, "setup", requested.to_dict())
+    recorded = study.user_attrs["setup"]
+    diffs = differences(recorded, json.loads(json.dumps(redact(requested.to_dict()))),
+                        ignore=("results",) + (("floor",) if untrained_floor else ()))
+    if diffs:
+        print(f"sciknow.sweep: study {study.study_name!r} exists; its recorded setup wins over this call's "
+              f"({len(diffs)} difference(s)): " + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else ""))
+    setup = Setup.from_dict(recorded)
+    if diffs:  # check the recorded base on this machine too (its knowledge set or dataset must be here)
+        studies.get(setup.task).fit(setup.base, setup.space)
+    return setup
 
 
 # Not Optuna's MaxTrialsCallback: it counts trials by state once a trial has ended. Here a FAIL counts only with a
