@@ -2,7 +2,8 @@
 
 A `Backend` turns chat-style user prompts into answer texts (greedy / temperature 0). Two backends:
 `LocalBackend` (a Hugging Face model in this process) and `OpenAICompatibleBackend` (any server that
-speaks the OpenAI chat-completions protocol: OpenAI, vLLM, gateways, llama.cpp, ...).
+speaks the OpenAI chat-completions protocol: OpenAI, vLLM, gateways, llama.cpp, ...). A `GenerationLog` keeps
+finished generations on disk so that a long writing job resumes (`RecordingBackend`, `sciknow.make.augment`).
 
 Translators turn English texts into another language for the paper's multilingual augmentation.
 """
