@@ -93,4 +93,5 @@ def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
     plateau = pd.read_csv(out / "plateau_differences_08.csv")
     assert set(plateau["tag.condition"]) == {"3 contents, 2 epochs"} and set(plateau["baseline"]) == {"original, 6 steps"}
     assert list(plateau["steps"]) == [3, 6, 3, 6] and (plateau["n_documents"] == 2).all()
-    assert (out / "fig08_plateau.png").stat().st_size > 10_000
+    for name in ("fig08_plateau.png", "fig08_machine.png", "fig08_machine_coverage.png"):
+        assert (out / name).stat().st_size > 10_000
