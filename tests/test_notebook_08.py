@@ -93,5 +93,8 @@ def test_notebook_08_machine_rewrites_rows_and_paired_differences(tmp_path):
     plateau = pd.read_csv(out / "plateau_differences_08.csv")
     assert set(plateau["tag.condition"]) == {"3 contents, 2 epochs"} and set(plateau["baseline"]) == {"original, 6 steps"}
     assert list(plateau["steps"]) == [3, 6, 3, 6] and (plateau["n_documents"] == 2).all()
+    keep_vs_drop = pd.read_csv(out / "machine_keep_vs_drop_08.csv")
+    assert set(keep_vs_drop["tag.condition"]) == {"machine rewrites+partial"}
+    assert list(keep_vs_drop["variant"]) == ["original", "paraphrase"] and (keep_vs_drop["n_documents"] == 2).all()
     for name in ("fig08_plateau.png", "fig08_machine.png", "fig08_machine_coverage.png"):
         assert (out / name).stat().st_size > 10_000
