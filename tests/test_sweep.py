@@ -351,6 +351,22 @@ def test_killed_worker_is_failed_retried_and_resumed(tmp_path):
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    # Optuna creates a trial RUNNING, then starts its heartbeat; a worker killed in between leaves a trial Optuna
+    # never finds stale. A worker waiting for it to finish (the study would be full) must not wait forever.
+    store = sweep.storage(sweep.default_url(tmp_path), heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="silent", storage=store)
+    silent = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, never a heartbeat
+    start = time.monotonic()
+    sweep.run_trials(study, lambda trial: trial.suggest_float("x", 0, 1), n_trials=1, timeout_s=60, poll_s=0.2)
+    assert time.monotonic() - start < 30
+    trials = study.get_trials()
+    assert trials[silent.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == silent.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == {"x": silent.params["x"]} and sweep.n_counted(study) == 1
+
+
 @pytest.mark.parametrize("notebook, files", [
     ("03_task2a_lora_random_search.ipynb", ["trials.csv", "correlations.csv", "fig_s1.png"]),
     ("04_task2b_optuna.ipynb", ["trials.csv", "best_per_n.csv", "fig3.png"]),
