@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import experiment
+from . import experiment, stats
 from .config import SHARED_DIR, SUITE_DIR, RunConfig, identity_dict
 from .data import MACHINE_SUITE_DIR, KnowledgeSet, load_knowledge_set, load_suite
 
@@ -166,8 +166,8 @@ def at_shared_steps(scores: pd.DataFrame, arm: str, control: str) -> pd.DataFram
 
 
 def machine_contents(kset: KnowledgeSet, partial: str) -> list[str]:
-    """The original and the machine rewrites a condition trains on: those carrying every keyword ("drop", augment's
-    default), or every stored one ("keep")."""
+    """The original and the machine rewrites a condition trains on: those carrying every keyword ("drop"), or every
+    stored one ("keep", augment's default)."""
     if partial not in ("drop", "keep"):
         raise ValueError(f"partial={partial!r}: expected 'drop' or 'keep'")
     coverage = kset.keyword_coverage()
@@ -277,6 +277,30 @@ def machine_at_own_steps(scores: pd.DataFrame, epochs: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else scores.iloc[:0].assign(comparison=None)
 
 
+def machine_tables(scores: pd.DataFrame, epochs: int, n_resamples: int = 2000) -> dict[str, pd.DataFrame]:
+    """Notebook 08's machine-condition tables, from `scores` (question scores tagged with `tag.condition`):
+    "differences": each machine condition minus the step-matched control and minus the hand-written contents of as
+    many texts, at each document's own steps (`machine_at_own_steps`); "keep_vs_drop" (when both machine
+    conditions ran): keeping the rewrites that miss keywords minus dropping them, each after its E epochs;
+    "documents": per document and condition, the score, the texts trained on and the rewrites' keyword coverage."""
+    own = machine_at_own_steps(scores, epochs)
+    machine = list(MACHINE_CONDITIONS)
+    differences = pd.concat([
+        stats.paired_differences(own, "tag.condition", baseline=baseline, by=["variant", "comparison"],
+                                 n_resamples=n_resamples)
+        for baseline in ("step-matched", "hand-written") if (own["tag.condition"] == baseline).any()])
+    tables = {"differences": differences[differences["tag.condition"].isin(machine)]}
+    final = scores[scores["tag.condition"].isin(machine) & (scores["epoch"] == epochs)]
+    if final["tag.condition"].nunique() == len(machine):
+        tables["keep_vs_drop"] = stats.paired_differences(final, "tag.condition", baseline="machine rewrites",
+                                                          by=["variant"], n_resamples=n_resamples)
+    tables["documents"] = (final.groupby(["tag.condition", "document", "variant"])
+                           .agg(score=("score", "mean"), texts=("tag.texts_per_epoch", "first"),
+                                keyword_coverage=("tag.keyword_coverage", "first"))
+                           .reset_index().rename(columns={"tag.condition": "condition"}))
+    return tables
+
+
 # ---------------------------------------------------------------- the knowledge-forgetting frontier (notebook 11)
 
 FULL_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # full-parameter learning rates
@@ -364,8 +388,6 @@ def frontier_table(runs: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -
     documents (`sciknow.stats`; seeds averaged within a document), columns `<metric>`, `<metric>_low`,
     `<metric>_high`; `reached` = the share of runs that reached the score; and `pareto` = no other recipe gains
     at least as much knowledge with at most as much MMLU loss, and is strictly better in one of the two."""
-    from . import stats
-
     rows = []
     for recipe, group in runs.groupby("recipe", sort=False):
         row = {"recipe": recipe, "method": group["method"].iloc[0], "lr": group["lr"].iloc[0],

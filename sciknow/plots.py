@@ -339,3 +339,15 @@ def frontier(table: pd.DataFrame, x: str = "gain", y: str = "mmlu_loss", ax: plt
         ax.plot(front[x], front[y], "k--", lw=1, zorder=0, label="Pareto front")
     ax.axhline(0, color="grey", lw=0.8)
     return _label(ax, xlabel, ylabel, title)
+
+
+def coverage_scatter(documents: pd.DataFrame, ax: plt.Axes | None = None, variant: str = "original",
+                     title: str | None = "Per document: keyword coverage vs score") -> plt.Axes:
+    """Does what the rewrites carry explain the score? One point per document and condition (a
+    `conditions.machine_tables(...)["documents"]` table): the rewrites' keyword coverage against the score."""
+    _one_row_each(documents[documents["variant"] == variant], ["condition", "document"], "coverage_scatter")
+    ax = ax or plt.subplots(figsize=(5.5, 4))[1]
+    for i, (name, rows) in enumerate(documents[documents["variant"] == variant].groupby("condition")):
+        ax.scatter(rows["keyword_coverage"], rows["score"], label=name, marker="os"[i % 2], alpha=0.8)
+    return _label(ax, "share of the question keywords the rewrites carry", f"keyword score, {variant} questions",
+                  title, legend_title="condition")

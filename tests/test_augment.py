@@ -23,7 +23,8 @@ from conftest import REPO
 from sciknow import writers
 from sciknow.make import augment
 from sciknow.make.augment import AugmentError, DraftQuestion
-from sciknow.data import load_knowledge_set
+from sciknow.config import DataSpec
+from sciknow.data import load_knowledge_set, load_sets
 from sciknow.io import read_jsonl
 
 TEXT = ("In 2038, the marine biologist Dr. Amara Oyelaran-Fitch of the Kessling Ocean Station described the glass "
@@ -216,7 +217,7 @@ def test_fidelity_retry_once_then_drop(tmp_path):
         rewrite_interview=TEXT,  # a copy of the source: retried with the no-copy instruction, still a copy
         rewrite_interview_retry=TEXT,
     )
-    result = run(tmp_path, writer)
+    result = run(tmp_path, writer, partial_rewrites="drop")
     retries = [p for p in writer.prompts if kind(p).endswith(":retry")]
     assert [kind(p) for p in retries] == ["rewrite:qa:retry", "rewrite:article:retry", "rewrite:interview:retry"]
     assert "phrases exactly as written here: 3 pulses per second." in retries[0]
@@ -242,9 +243,9 @@ def test_partial_rewrites_keep_the_best_attempt_with_its_coverage(tmp_path):
         rewrite_article=one_missing, rewrite_article_retry=two_missing,  # the first attempt carries more
         rewrite_interview=TEXT, rewrite_interview_retry=TEXT.replace("14 centimeters", "14 cm"),  # copies: dropped
     )
-    dropped = run(tmp_path / "drop", writer())
+    dropped = run(tmp_path / "drop", writer(), partial_rewrites="drop")
     assert dropped.report.rewrites_kept == ["textbook"] and dropped.report.rewrites_partial == []
-    kept = run(tmp_path / "keep", writer(), partial_rewrites="keep")
+    kept = run(tmp_path / "keep", writer())  # the default: keeping them taught more (README, machine suite)
     report = kept.report
     assert report.rewrites_kept == ["qa", "article", "textbook"]
     assert report.rewrites_partial == ["qa: 4 of 5 keywords (missing ['3 pulses per second'])",
@@ -259,6 +260,9 @@ def test_partial_rewrites_keep_the_best_attempt_with_its_coverage(tmp_path):
     with pytest.raises(ValueError, match=r"keyword '3 pulses per second' is missing from content C2 \(qa\): the rule "
                                          r"that every rewrite carries every keyword"):
         load_knowledge_set(tmp_path / "keep" / "set.json", strict=True)
+    # a run trains on it as on any set (notebook 00's path): all four contents
+    trained_on = load_sets(DataSpec(knowledge_set=str(tmp_path / "keep" / "set.json")))
+    assert [c.id for c in trained_on[0].contents] == ["C1", "C2", "C3", "C4"]
     with pytest.raises(AugmentError, match=r"partial_rewrites='some': expected one of \['drop', 'keep'\]"):
         run(tmp_path / "bad", ScriptedWriter(), partial_rewrites="some")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,17 @@ KERNEL = {"display_name": "sciknow", "language": "python", "name": "sciknow"}
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_asks_for_the_checkouts_sciknow_kernel(notebook):
     assert json.loads(notebook.read_text())["metadata"]["kernelspec"] == KERNEL
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(notebook):
+    # papermill reads `name = value  # comment` lines; one it cannot parse is missing from `--help-notebook` and
+    # its `-p` is warned about as "unknown" (though injected): every assignment of the cell must parse.
+    from papermill.inspection import inspect_notebook
+
+    cell = next(c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = re.findall(r"^([A-Za-z_]\w*) *=", "".join(cell["source"]), re.M)
+    assert assigned and [name for name in assigned if name not in inspect_notebook(str(notebook))] == []
 
 
 def git(folder: Path, *args: str) -> str:

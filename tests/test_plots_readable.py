@@ -84,6 +84,20 @@ def test_forest_rows_in_words_and_its_long_title_inside_the_figure(own_figure):
     assert_readable(ax.figure)
 
 
+def test_coverage_scatter_one_point_per_document_and_condition():
+    documents = pd.DataFrame([{"condition": c, "document": d, "variant": v, "score": 0.1 * i, "texts": 2,
+                               "keyword_coverage": 0.5 + 0.1 * i}
+                              for c in ("machine rewrites", "machine rewrites+partial")
+                              for i, d in enumerate(("astro-sevrinne", "chem-borivane"))
+                              for v in ("original", "paraphrase")])
+    ax = plots.coverage_scatter(documents)
+    assert [len(c.get_offsets()) for c in ax.collections] == [2, 2]  # the original questions only
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["machine rewrites", "machine rewrites+partial"]
+    assert_readable(ax.figure)
+    with pytest.raises(ValueError, match="coverage_scatter: 2 rows share"):
+        plots.coverage_scatter(pd.concat([documents, documents.iloc[:1]]))
+
+
 def test_training_cost_labels_its_metrics_and_the_scatter():
     cost = pd.DataFrame([{"tag.lr": lr, "epoch": e, "score": float("nan") if e == 0 else 0.1 * e * i,
                           "mmlu_continuation_acc": 0.3 - 0.02 * e * i, "mmlu_continuation_acc_se": 0.03, "perplexity": 25 + 10 * e * i,
