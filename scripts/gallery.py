@@ -24,7 +24,8 @@ FIGURES = {
     "runs/05_task3": ["fig4.png"],
     "runs/06_datasets/plos-starter": ["fig06_dataset.png"],
     "runs/07_task4": ["fig6.png", "figS4.png", "fig07_differences.png"],
-    "runs/08_what_makes_knowledge_stick": ["fig08_steps.png", "fig08_forest.png", "fig08_paraphrase.png"],
+    "runs/08_what_makes_knowledge_stick": ["fig08_steps.png", "fig08_forest.png", "fig08_paraphrase.png",
+                                           "fig08_plateau.png"],
     "runs/09_train_vs_retrieve": ["fig09_scores.png", "fig09_differences.png", "fig09_recall.png", "fig09_cost.png"],
 }
 
