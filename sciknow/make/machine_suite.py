@@ -11,7 +11,8 @@ Per document it writes, as soon as the document is done:
   that are faithful or miss only keywords (kept with their coverage: `augment.RewriteOutcome.chosen(
   partial="keep")`), C6..C8 the translations (es, ca, it), the suite's questions. A style whose rewrite was
   unusable (too short, a copy) has no content; ids stay the suite's. It loads with
-  `load_knowledge_set(..., partial_rewrites=True)`; the "machine rewrites" condition uses only its fully covered rewrites (augment's "drop").
+  `load_knowledge_set(..., partial_rewrites=True)`; the "machine rewrites" condition uses only its fully covered
+  rewrites (augment's "drop").
 * `<out>/<doc>.json.steps.jsonl`: every writer and translator output (augment's resumable sidecar);
 * `<out>/reports/<doc>.json`: each attempt's fidelity problem and keyword coverage, which rewrites the default
   check keeps, and the writer time.
