@@ -50,7 +50,8 @@ MMLU_METRICS = (*MMLU_FORMS, "generated_digit")  # + the older rule: generate, t
 MMLU_DRAWS = ("stratified", "random")  # the probe's MMLU subset: stratified over subjects, or a plain sample
 # Mixed precision of the training steps over fp32 weights: "off" = fp32 (default: on one document bf16 moved the
 # results; notebook 08 uses "auto", as on its 24 documents the conclusions held, README Performance);
-# "bf16" = bf16 autocast; "auto" = bf16 autocast where the hardware has fast bf16 (a GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. What a run used is in its record ("levers").
+# "bf16" = bf16 autocast; "auto" = bf16 autocast where the hardware has fast bf16 (a GPU with bf16, a CPU with
+# AVX512-BF16 or AMX), fp32 elsewhere. What a run used is in its record ("levers").
 AUTOCASTS = ("auto", "bf16", "off")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
