@@ -225,12 +225,17 @@ def finished_ids(results_path: str | Path) -> set[str]:
     return {cid for r in results.finished(results_path) if (cid := recorded_config_id(r))}
 
 
+def recorded(config: RunConfig, results_path: str | Path) -> dict[str, Any] | None:
+    """The last finished record of `config` in `results_path`, or None."""
+    cid = config_id(config)
+    found = [r for r in results.finished(results_path) if recorded_config_id(r) == cid]
+    return found[-1] if found else None
+
+
 def run_once(config: RunConfig, results_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """The finished record of `config` in `results_path`, running it first if there is none (e.g. the untrained
     baseline of a sweep: re-running the notebook reads it instead of evaluating again)."""
-    cid = config_id(config)
-    recorded = [r for r in results.finished(results_path) if recorded_config_id(r) == cid]
-    return recorded[-1] if recorded else run(config, results_path, progress=progress)
+    return recorded(config, results_path) or run(config, results_path, progress=progress)
 
 
 def replicate(condition: RunConfig, documents: Sequence[str], seeds: Sequence[int], joint: bool = False,

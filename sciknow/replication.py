@@ -3,7 +3,7 @@
 A replication (notebook 08: conditions x documents x seeds) is a list of RunConfigs, one per unit. `run_many`
 puts each unit not yet finished into an Optuna study as a WAITING trial carrying its config, and workers claim
 them: `study.optimize` pops one WAITING trial at a time, and the storage hands each one to exactly one worker.
-A worker runs the unit with `experiment.run_once` (its record goes to the worker's results file, and into the
+A worker runs the unit with `experiment.run` (its record goes to the worker's results file, and into the
 trial, so a machine without the shared file still delivers it), and marks the trial COMPLETE.
 
 Why Optuna's storage and not Dask: the sweeps already use it (one dependency, one worker CLI, the same
@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from . import experiment, results
+from . import experiment, heartbeats, results
 from .config import SCHEMA_VERSION, RunConfig
 from .secrets import redact
 
@@ -81,15 +80,29 @@ class UnitObjective:
         try:
             config = RunConfig.from_record({"config": trial.user_attrs["config"],
                                             "schema": trial.user_attrs["schema"]})
-            record = _complete(trial.study).get(trial.user_attrs["unit"])  # enqueued twice, already done
-            if record is None:
-                record = experiment.run_once(config, self.results_path, progress=False)
+            # enqueued twice, or run by a worker that was taken for dead: already done, so read it
+            record = _complete(trial.study).get(trial.user_attrs["unit"]) or experiment.recorded(
+                config, self.results_path)
+            ran = record is None
+            if ran:
+                record = experiment.run(config, progress=False)
         except Exception as err:
             trial.set_user_attr("fail_reason", redact(f"{type(err).__name__}: {err}")[:2000])
             raise
+        if ran:
+            # Under heavy load a live worker's heartbeat can go stale: its unit is failed and retried elsewhere.
+            # Only the worker whose trial is still running writes the record, so each unit is written once.
+            if not _running(trial):
+                raise RuntimeError(f"unit {trial.user_attrs['unit']} was taken for dead and retried by another "
+                                   "worker while it ran here; its record is left to that worker")
+            results.append(self.results_path, record)
         trial.set_user_attr("record", record)
         self.ran += 1
         return 0.0
+
+
+def _running(trial: optuna.Trial) -> bool:
+    return trial.number in {t.number for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
 
 
 def work(study_name: str, store: RDBStorage, results_path: str | Path, poll_s: float = 2.0) -> int:
@@ -108,9 +121,9 @@ def work(study_name: str, store: RDBStorage, results_path: str | Path, poll_s: f
     while True:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         if TrialState.WAITING in states:
-            study.optimize(objective, n_trials=1, catch=(Exception,))
+            heartbeats.run_one_trial(study, objective)
         elif TrialState.RUNNING in states:
-            _fail_stale(study)
+            heartbeats.fail_stale_trials(study)
             time.sleep(poll_s)
         else:
             return objective.ran
@@ -149,19 +162,14 @@ def run_many(configs: Sequence[RunConfig], results_path: str | Path, store: RDBS
     helpers = [subprocess.Popen(_worker_command(study_name, store, results_path), env=env) for _ in range(workers)]
     try:
         while _unfinished(study) and (not helpers or any(h.poll() is None for h in helpers)):
-            _fail_stale(study)
+            heartbeats.fail_stale_trials(study)
             time.sleep(poll_s)
     finally:
         for helper in helpers:
             helper.wait()
+    if failed := [h.returncode for h in helpers if h.returncode]:
+        print(f"sciknow.replication: {len(failed)} worker(s) exited with code(s) {failed}", file=sys.stderr)
     return collect(study, configs, results_path)
-
-
-def _fail_stale(study: optuna.Study) -> None:
-    """A dead worker's unit (heartbeat older than the grace period) -> FAIL, and a WAITING retry."""
-    with warnings.catch_warnings():  # "experimental" in Optuna, like the heartbeats it serves
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
 
 
 def _unfinished(study: optuna.Study) -> bool:

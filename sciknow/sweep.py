@@ -23,7 +23,6 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,7 +34,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from . import results, studies
+from . import heartbeats, results, studies
 from .config import SCHEMA_VERSION, RunConfig
 from .probes import accuracy_key
 from .secrets import redact
@@ -333,37 +332,6 @@ def _is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     return sum(counted(t) or t.state == TrialState.RUNNING for t in earlier) >= n_trials
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's `fail_stale_trials` (a dead worker's trial -> FAIL + WAITING retry), also for a worker that died
-    between creating its trial and its first heartbeat.
-
-    Optuna finds a trial stale only from its last heartbeat, so such a trial would stay RUNNING forever and the
-    workers waiting for it would wait forever. A trial RUNNING for longer than the grace period without any
-    heartbeat gets one written on its behalf: it goes stale one grace period later, unless its worker lives.
-    """
-    store = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
-    if isinstance(store, RDBStorage) and store.heartbeat_interval is not None:
-        grace = timedelta(seconds=store.grace_period or 2 * store.heartbeat_interval)
-        now = datetime.now()  # datetime_start is the worker's local time, as Optuna writes it
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.datetime_start and now - trial.datetime_start > grace and not _has_heartbeat(store, trial):
-                store.record_heartbeat(trial._trial_id)
-    with warnings.catch_warnings():  # "experimental", like the heartbeats it serves
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def _has_heartbeat(store: RDBStorage, trial: FrozenTrial) -> bool:
-    # Optuna has no public reader of heartbeats; this is the query its `_get_stale_trial_ids` makes.
-    from optuna.storages._rdb import models
-
-    session = store.scoped_session()
-    try:
-        return models.TrialHeartbeatModel.where_trial_id(trial._trial_id, session) is not None
-    finally:
-        session.close()
-
-
 def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout_s: float | None = None,
                poll_s: float = 2.0, max_failures: int | None = MAX_CONSECUTIVE_FAILURES) -> optuna.Study:
     """Run trials until the study holds `n_trials` counted trials (resuming never redoes finished ones).
@@ -392,10 +360,10 @@ def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout
             break
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if done + len(running) >= n_trials:
-            _fail_stale_trials(study)
+            heartbeats.fail_stale_trials(study)
             time.sleep(poll_s)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[watch])
+        heartbeats.run_one_trial(study, objective, callbacks=[watch])
     return study
 
 

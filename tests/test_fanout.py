@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -36,7 +37,7 @@ def worker(store, study: str, results_path) -> subprocess.Popen:
 
 
 def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_path):  # noqa: F811
-    configs = units(suite, epochs=8)
+    configs = units(suite, epochs=40)  # long enough (about 3 s a unit) that a worker starting late still gets one
     serial, fanned = tmp_path / "serial.jsonl", tmp_path / "fanned" / "results.jsonl"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' thread count: the same kernels, so the same floating-point sums
@@ -92,6 +93,37 @@ def test_a_unit_whose_worker_is_killed_is_finished_by_another_once(suite, tmp_pa
     assert sorted(experiment.recorded_config_id(r) for r in records) == sorted(complete)  # no duplicate
     replication.collect(study, configs, path)  # every unit has its record: no error
     assert len(experiment.question_scores(configs, path)) == 2 * 2
+
+
+def test_a_live_worker_taken_for_dead_leaves_the_record_to_the_retry(suite, tmp_path):  # noqa: F811
+    """Under heavy load a live worker's heartbeat can go stale: another worker fails its unit and retries it. The
+    unit must still be recorded once, and the worker that was taken for dead must go on."""
+    configs = units(suite, epochs=40)[:1]
+    path = tmp_path / "results.jsonl"
+    store = sweep.storage(None, tmp_path, heartbeat_interval=1, grace_period=3, max_retry=replication.MAX_RETRY)
+    study = replication.submit("taken", store, configs)
+
+    def take_for_dead() -> None:  # what another worker's stale check does to a trial whose heartbeat is late
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if "worker" in t.user_attrs]
+            if running:
+                store.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+                store.heartbeat_stale_trial_callback(study, store.get_trial(running[0]._trial_id))
+                return
+            time.sleep(0.02)
+
+    other = threading.Thread(target=take_for_dead)
+    other.start()
+    assert replication.work("taken", store, path, poll_s=0.1) == 1  # the retry; the first run was not counted
+    other.join()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == trials[0].number
+    records = results.read(path)
+    assert len(records) == 1 and records[0]["run_id"] == trials[1].user_attrs["record"]["run_id"]
+    assert replication.collect(study, configs, path) == records
 
 
 def test_workers_and_studies_are_checked(suite, tmp_path, capsys):  # noqa: F811

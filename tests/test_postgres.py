@@ -76,6 +76,9 @@ def test_two_workers_share_one_study(postgres_url, tmp_path):
     assert len(params) == len(set(params)), "two workers ran the same configuration"
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
     assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers should have run trials"
-    assert all(set(t.user_attrs) <= TRIAL_ATTRS for t in trials)  # the run's record is in results.jsonl
+    # The run's record is in results.jsonl. A worker that asked for a trial just as the other filled the study
+    # marks it surplus and runs nothing (a race two workers can legitimately lose).
+    assert all(set(t.user_attrs) <= TRIAL_ATTRS or (t.state == TrialState.FAIL and set(t.user_attrs) == {"surplus"})
+               for t in trials)
     frame = sweep.trials_frame(study)
     assert len(frame) == len(trials) and (frame[frame.state == "COMPLETE"].status == "ok").all()
