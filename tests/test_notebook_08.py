@@ -23,6 +23,9 @@ def test_notebook_08_writes_a_table_with_cis_and_steps_per_condition(tmp_path):
         low, mean, high = (table[f"{variant}_{c}"] for c in ("ci_low", "mean", "ci_high"))
         assert ((low <= mean + 1e-12) & (mean <= high + 1e-12)).all()
     assert list(table["steps"]) == [0, 1, 2, 2, 2] and (table["n_documents"] == 2).all()
+    untrained = [json.loads(line)["config"]["data"]["documents"] for line in (out / "results.jsonl").open()
+                 if '"condition": "untrained"' in line]
+    assert len(untrained) == 1 and len(untrained[0]) == 2  # one run answers both documents' questions
     diffs = pd.read_csv(out / "differences_08.csv")
     assert set(diffs["tag.condition"]) == {"2 contents", "token-matched 2"}
     for name in ("fig08_steps.png", "fig08_forest.png", "fig08_paraphrase.png"):
