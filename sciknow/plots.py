@@ -75,7 +75,7 @@ def score_lines(
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained", zorder=2)
     if logx:
-        ax.set_xscale("symlog", linthresh=1)
+        _log_x(ax, table[x])
     elif pd.api.types.is_integer_dtype(table[x]):  # epochs, steps, counts: no 2.5 ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _label(ax, xlabel or x, y, title, legend_title=group_label or group)
@@ -115,10 +115,13 @@ def trial_heatmap(trials: pd.DataFrame, columns: Sequence[str], score: str = "sc
 
 def _log_x(ax: plt.Axes, values: pd.Series) -> None:
     """Log x scale labelled with plain numbers (1, 10, 100) rather than 10^k; few distinct values (CPU runs,
-    often within one decade) are each labelled."""
+    often within one decade) are each labelled. With a 0 among the values, linear up to 1 (symlog)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    ax.set_xscale("log")
+    if values.min() <= 0:
+        ax.set_xscale("symlog", linthresh=1)
+    else:
+        ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if 0 < values.nunique() <= 12:
@@ -210,7 +213,7 @@ def ci_lines(summary: pd.DataFrame, x: str, group: str | None = None, y: str = "
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained", zorder=2)
     if logx:
-        ax.set_xscale("symlog", linthresh=1)
+        _log_x(ax, summary[x])
     elif pd.api.types.is_integer_dtype(summary[x]):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _label(ax, xlabel or x, ylabel, title, legend_title=group_label or group)

@@ -27,6 +27,7 @@ FIGURES = {
     "runs/08_what_makes_knowledge_stick": ["fig08_steps.png", "fig08_forest.png", "fig08_paraphrase.png",
                                            "fig08_plateau.png"],
     "runs/09_train_vs_retrieve": ["fig09_scores.png", "fig09_differences.png", "fig09_recall.png", "fig09_cost.png"],
+    "runs/10_model_size": ["fig10_size.png", "fig10_advantage.png"],
 }
 
 
