@@ -124,3 +124,19 @@ def test_sweep_figures_name_parameters_in_words():
     fig.tight_layout()
     assert "LoRA rank (log10)" in [t.get_text() for t in axes[0].get_yticklabels()]
     assert_readable(fig)
+
+
+@pytest.mark.parametrize("xs, scale", [([135, 268, 630], "log"), ([0, 10, 100, 1000], "symlog")])
+def test_a_log_x_axis_is_labelled_at_the_data_in_plain_numbers(xs, scale):
+    """Model sizes within one decade (notebook 10) or counts from 0 (notebook 02's N irrelevant texts): each
+    value is a labelled tick, written as a number (no 10^k), on both line plots that take `logx`."""
+    summary = pd.DataFrame({"x": xs, "mean": 0.3, "ci_low": 0.2, "ci_high": 0.4, "run": "5 contents"})
+    seeds = summary.rename(columns={"mean": "score"}).assign(seed=0)
+    for draw in (lambda ax: plots.ci_lines(summary, x="x", group="run", ax=ax, logx=True, xlabel="parameters"),
+                 lambda ax: plots.score_lines(seeds, x="x", group="run", y="score", ax=ax, logx=True)):
+        fig, ax = plt.subplots()
+        draw(ax)
+        fig.canvas.draw()
+        assert ax.get_xscale() == scale
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(x) for x in xs]
+        plt.close(fig)
