@@ -96,6 +96,15 @@ def conditions(base: RunConfig, epochs: int, n_contents: Sequence[int] = (1, 3, 
     return out
 
 
+def suite_runs(condition: RunConfig, documents: Sequence[str], seeds: Sequence[int]) -> list[RunConfig]:
+    """A condition's runs on suite documents: one per document and seed, each document on its own model (the
+    paper's protocol). The untrained model is the same for every document and seed, so one run (the first seed)
+    answers every document's questions."""
+    if condition.train.epochs == 0:
+        return experiment.replicate(condition, documents, seeds[:1], joint=True)
+    return experiment.replicate(condition, documents, seeds)
+
+
 def _same_run_but_epochs(config: RunConfig) -> str:
     """A config's identity without its length, its evaluation epochs and its labels."""
     d = identity_dict(config)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import conditions, experiment, stats
+from . import conditions, stats
 from .config import RunConfig
 
 # The 11x ladder that loads offline here (registered in sciknow.models; the Qwen writers need
@@ -34,8 +34,8 @@ def configs(base: RunConfig, models: Sequence[str], nf4_models: Sequence[str], e
             documents: Mapping[str, Sequence[str]], seeds: Sequence[int],
             parameters: Mapping[str, int]) -> list[RunConfig]:
     """Every run, grouped by model and precision (each is loaded once): fp32 for every model, nf4 too for
-    `nf4_models`; the three conditions over `documents[model]` x `seeds` (the untrained run with the first seed
-    only: it does not depend on the seed). Tags carry model, precision, parameters and condition."""
+    `nf4_models`; the three conditions over `documents[model]` x `seeds` (`conditions.suite_runs`: the untrained
+    model in one run). Tags carry model, precision, parameters and condition."""
     unknown = [m for m in nf4_models if m not in models]
     if unknown:
         raise ValueError(f"nf4_models={list(nf4_models)!r}: {unknown} not in models={list(models)!r}")
@@ -49,7 +49,7 @@ def configs(base: RunConfig, models: Sequence[str], nf4_models: Sequence[str], e
                 **base.tags, "model": model, "precision": precision, "parameters": parameters[model]}})
             named = conditions.conditions(sized, epochs, n_contents=[5], controls=["step-matched"])
             for name, condition in named.items():
-                out += experiment.replicate(condition, documents[model], seeds if name != "untrained" else seeds[:1])
+                out += conditions.suite_runs(condition, documents[model], seeds)
     return out
 
 
