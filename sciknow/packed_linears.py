@@ -7,6 +7,10 @@ memory's bandwidth; oneDNN's matmul on a weight reordered once into its blocked 
 runs the prefill's wider products faster). The reorder costs one more copy of the linear weights while the
 answers are computed, and is redone for every call, as training changes the weights between calls.
 
+A LoRA layer (peft) is packed as one matrix, its base weight plus its adapters' delta (peft's
+`get_delta_weight`): the adapters' two extra small products per layer and step cost more than the one merged
+product, and the model's own weights are not touched (unlike peft's `merge_adapter`).
+
 The same sums in another order change logits by float rounding (about 1e-6 relative), so answers and choices are
 the same except at a near-tie: tests/test_packed_linears.py compares answers token for token with the default
 kernel on the tiny model and on SmolLM2. The README (Performance) gives the speed and the comparison on the suite.
@@ -30,34 +34,54 @@ def available(model: torch.nn.Module) -> bool:
             and any(True for _ in _packable(model)))
 
 
+def _fp32_cpu(layer: torch.nn.Module) -> bool:
+    return type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32
+
+
 def _packable(model: torch.nn.Module) -> Iterator[torch.nn.Linear]:
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.device.type == "cpu" \
-                and module.weight.dtype == torch.float32:
+        if _fp32_cpu(module):
             yield module
+
+
+def _mergeable_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """peft LoRA linear layers in eval mode over an fp32 CPU base, with unmerged plain-LoRA adapters (no variant
+    such as DoRA): their output is exactly base(x) + delta-weight products."""
+    try:
+        from peft.tuners.lora import Linear as LoraLinear
+    except ImportError:
+        return []
+    return [m for m in model.modules()
+            if isinstance(m, LoraLinear) and not m.training and not m.merged and not m.disable_adapters
+            and _fp32_cpu(m.base_layer) and not any(a in m.lora_variant for a in m.active_adapters)]
 
 
 @contextlib.contextmanager
 def packed(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
-    """Within this block (no gradients), `model`'s fp32 CPU linear layers compute with prepacked weights; their
-    forwards are restored on exit. Yields whether packing is in use."""
+    """Within this block (no gradients), `model`'s fp32 CPU linear layers compute with prepacked weights (a LoRA
+    layer as its merged weight); their forwards are restored on exit. Yields whether packing is in use."""
     if not (enabled and available(model)):
         yield False
         return
-    layers = list(_packable(model))
     with torch.no_grad():
-        for layer in layers:
-            layer.forward = _packed_forward(layer)  # an instance attribute shadows the class's forward
+        lora = _mergeable_lora(model)
+        inside = {id(part) for m in lora for part in m.modules() if part is not m}  # never called while merged
+        forwards = [(m, _packed_forward(m.base_layer.weight + sum(
+            (m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A), torch.zeros(())),
+            m.base_layer.bias)) for m in lora]
+        forwards += [(m, _packed_forward(m.weight, m.bias)) for m in _packable(model) if id(m) not in inside]
+        for layer, forward in forwards:
+            layer.forward = forward  # an instance attribute shadows the class's forward
         try:
             yield True
         finally:
-            for layer in layers:
+            for layer, _ in forwards:
                 del layer.forward
 
 
-def _packed_forward(layer: torch.nn.Linear):
-    weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), DECODE_ROWS_HINT)
-    bias = None if layer.bias is None else layer.bias.detach()
+def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None):
+    weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), DECODE_ROWS_HINT)
+    bias = None if bias is None else bias.detach()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")

@@ -53,19 +53,33 @@ def test_the_forwards_are_restored_when_answering_fails(tiny):
     assert not any("forward" in m.__dict__ for m in tiny.model.modules())
 
 
-def test_lora_models_pack_their_base_and_adapter_layers_and_answer_the_same(tiny):
+def test_lora_layers_are_packed_merged_and_answer_the_same(tiny):
     from peft import LoraConfig, get_peft_model
 
     lora = get_peft_model(models.load(ModelSpec(name=models.TINY_MODEL)).model,
-                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+                          LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         g = torch.Generator().manual_seed(2)
         for p in lora.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    with packed_linears.packed(lora):
-        assert "forward" in lora.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].__dict__
-    assert generate_answers(lora, tiny.tokenizer, QUESTIONS, 12) == \
-        _default_kernel_answers(lora, tiny.tokenizer, QUESTIONS, 12)
+    q_proj = lora.base_model.model.model.layers[0].self_attn.q_proj
+    weights = {name: p.clone() for name, p in lora.named_parameters()}
+    x = torch.randn(3, 5, lora.config.hidden_size)
+    lora.eval()
+    with torch.no_grad():
+        expected = q_proj(x)  # peft's own forward: base(x) + B(A(x)) * scaling
+        with packed_linears.packed(lora):
+            # one merged product per LoRA layer; its base and adapter layers are not packed (never called)
+            assert "forward" in q_proj.__dict__ and not any("forward" in m.__dict__ for m in q_proj.modules()
+                                                             if m is not q_proj)
+            torch.testing.assert_close(q_proj(x), expected, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(p, weights[name]) for name, p in lora.named_parameters())  # the model is untouched
+    assert not any("forward" in m.__dict__ for m in lora.modules())
+    answers = generate_answers(lora, tiny.tokenizer, QUESTIONS, 12)
+    assert answers == _default_kernel_answers(lora, tiny.tokenizer, QUESTIONS, 12) and len(set(answers)) > 2
+    lora.train()  # in training mode (dropout) a LoRA layer keeps peft's forward; its linears are packed
+    with torch.no_grad(), packed_linears.packed(lora):
+        assert "forward" not in q_proj.__dict__ and "forward" in q_proj.lora_A["default"].__dict__
 
 
 def test_low_precision_weights_keep_their_kernels():
