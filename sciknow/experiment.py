@@ -64,14 +64,16 @@ def _inside_deepspeed_launcher() -> bool:
 
 
 def run(config: RunConfig, results_path: str | Path | None = None, progress: bool = True,
-        run_id: str | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one experiment and return its record (also appended to `results_path` when given).
+        run_id: str | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        write_if: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """Run one experiment and return its record (also appended to `results_path` when given and `write_if(record)`
+    is true: a worker whose trial was taken for dead leaves the record to the worker that retries it).
 
     A diverged run is recorded with the epochs it finished; any other error is recorded as failed and re-raised.
     `on_epoch(entry)` runs after each evaluated epoch; if it raises `StopRun` the run ends as "pruned".
     """
     if config.train.method == "deepspeed" and not _inside_deepspeed_launcher():
-        return _run_with_deepspeed_launcher(config, results_path, run_id)
+        return _run_with_deepspeed_launcher(config, results_path, run_id, write_if)
     record: dict[str, Any] = {
         "run_id": run_id or uuid.uuid4().hex[:12], "config_id": config_id(config), "schema": SCHEMA_VERSION,
         "task": config.task, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -122,9 +124,9 @@ def run(config: RunConfig, results_path: str | Path | None = None, progress: boo
         record.update(status="diverged", error=str(err))
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}")
-        _finish(record, start, results_path)
+        _finish(record, start, results_path, write_if)
         raise
-    return _finish(record, start, results_path)
+    return _finish(record, start, results_path, write_if)
 
 
 def evaluated_epochs(config: RunConfig) -> list[int]:
@@ -183,7 +185,8 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
             for k, v in metrics.items()}
 
 
-def _finish(record: dict[str, Any], start: float, results_path: str | Path | None) -> dict[str, Any]:
+def _finish(record: dict[str, Any], start: float, results_path: str | Path | None,
+            write_if: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
     scores = [e["score"] for e in record["per_epoch"] if e["score"] is not None]
     record["wall_s"] = round(time.perf_counter() - start, 2)
     record["best_score"] = max(scores) if scores else None
@@ -191,7 +194,7 @@ def _finish(record: dict[str, Any], start: float, results_path: str | Path | Non
     record["predictions"] = record["per_epoch"][-1]["predictions"] if scores else []
     if record["per_epoch"] and "metrics" in record["per_epoch"][-1]:
         record["final_metrics"] = record["per_epoch"][-1]["metrics"]
-    if results_path is not None:
+    if results_path is not None and (write_if is None or write_if(record)):
         results.append(results_path, record)
     return record
 
@@ -308,7 +311,8 @@ def deepspeed_command(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _run_with_deepspeed_launcher(config: RunConfig, results_path: str | Path | None,
-                                 run_id: str | None) -> dict[str, Any]:
+                                 run_id: str | None, write_if: Callable[[dict[str, Any]], bool] | None
+                                 ) -> dict[str, Any]:
     """DeepSpeed wants its own launcher process; run this same function there and read its record back. The
     launcher's output goes to a log next to the results (`record["log"]`): follow a long run with `tail -f`."""
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -326,7 +330,7 @@ def _run_with_deepspeed_launcher(config: RunConfig, results_path: str | Path | N
             tail = log.read_text()[-3000:]
             raise RuntimeError(f"deepspeed run failed (exit {proc.returncode}; log {log}):\n{tail}")
     record = {**records[-1], "log": str(log)}
-    if results_path is not None:
+    if results_path is not None and (write_if is None or write_if(record)):
         results.append(results_path, record)
     return record
 

@@ -43,6 +43,11 @@ def _has_heartbeat(store: RDBStorage, trial: FrozenTrial) -> bool:
         session.close()
 
 
+def still_running(trial: optuna.Trial) -> bool:
+    """Whether `trial` is still RUNNING in its study: false once another worker took its worker for dead."""
+    return trial.number in {t.number for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+
 def run_one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float],
                   callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
     """`study.optimize` for one trial, catching the objective's exceptions (the trial fails with its reason).

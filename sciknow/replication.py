@@ -83,26 +83,22 @@ class UnitObjective:
             # enqueued twice, or run by a worker that was taken for dead: already done, so read it
             record = _complete(trial.study).get(trial.user_attrs["unit"]) or experiment.recorded(
                 config, self.results_path)
-            ran = record is None
-            if ran:
-                record = experiment.run(config, progress=False)
+            if record is None:
+                # Under heavy load a live worker's heartbeat can go stale: its unit is failed and retried
+                # elsewhere. Only the worker whose trial is still running writes the record (a failed run's
+                # too), so each unit is written once.
+                record = experiment.run(config, self.results_path, progress=False,
+                                        write_if=lambda _: heartbeats.still_running(trial))
+                if not heartbeats.still_running(trial):
+                    raise RuntimeError(f"unit {trial.user_attrs['unit']} was taken for dead and retried by another "
+                                       "worker while it ran here; its record is left to that worker")
         except Exception as err:
-            trial.set_user_attr("fail_reason", redact(f"{type(err).__name__}: {err}")[:2000])
+            if heartbeats.still_running(trial):
+                trial.set_user_attr("fail_reason", redact(f"{type(err).__name__}: {err}")[:2000])
             raise
-        if ran:
-            # Under heavy load a live worker's heartbeat can go stale: its unit is failed and retried elsewhere.
-            # Only the worker whose trial is still running writes the record, so each unit is written once.
-            if not _running(trial):
-                raise RuntimeError(f"unit {trial.user_attrs['unit']} was taken for dead and retried by another "
-                                   "worker while it ran here; its record is left to that worker")
-            results.append(self.results_path, record)
         trial.set_user_attr("record", record)
         self.ran += 1
         return 0.0
-
-
-def _running(trial: optuna.Trial) -> bool:
-    return trial.number in {t.number for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
 
 
 def work(study_name: str, store: RDBStorage, results_path: str | Path, poll_s: float = 2.0) -> int:

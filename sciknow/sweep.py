@@ -189,7 +189,9 @@ class Objective:
                     raise experiment.StopRun(f"pruned by {type(trial.study.pruner).__name__} after epoch "
                                              f"{entry['epoch']}")
 
-            record = experiment.run(config, self.results_path, progress=False, run_id=run_id, on_epoch=report)
+            # A live worker taken for dead (its heartbeat late under load) leaves the record to the trial's retry.
+            record = experiment.run(config, self.results_path, progress=False, run_id=run_id, on_epoch=report,
+                                    write_if=lambda _: heartbeats.still_running(trial))
         except Exception as err:  # `from None`: Optuna logs the traceback, and the cause's text is not redacted
             raise self._fail(trial, f"{type(err).__name__}: {err}") from None
         if record["status"] == "pruned":

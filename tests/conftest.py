@@ -3,6 +3,8 @@ the embedded SmolLM2 for the few end-to-end ones (marked slow). Nothing is downl
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,24 @@ def tiny_with_large_weights(seed: int = 1):
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return loaded
+
+
+def take_for_dead_when_running(study, store) -> threading.Thread:
+    """A thread doing what another worker's stale check does to a trial whose heartbeat is late: as soon as a
+    trial of `study` is running (its objective has started), fail it and let the storage's callback retry it."""
+    from optuna.trial import TrialState
+
+    def take_for_dead() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if "worker" in t.user_attrs]
+            if running:
+                store.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+                store.heartbeat_stale_trial_callback(study, store.get_trial(running[0]._trial_id))
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=take_for_dead)
+    thread.start()
+    return thread

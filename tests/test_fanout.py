@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import optuna
@@ -17,7 +16,7 @@ from optuna.trial import TrialState
 from sciknow import experiment, replication, results, sweep
 from test_replication import condition, suite  # noqa: F401  (the two-document suite fixture)
 
-from conftest import REPO
+from conftest import REPO, take_for_dead_when_running
 
 KEYS = ["tag.condition", "document", "seed", "epoch", "variant", "question_id"]
 
@@ -103,19 +102,7 @@ def test_a_live_worker_taken_for_dead_leaves_the_record_to_the_retry(suite, tmp_
     store = sweep.storage(None, tmp_path, heartbeat_interval=1, grace_period=3, max_retry=replication.MAX_RETRY)
     study = replication.submit("taken", store, configs)
 
-    def take_for_dead() -> None:  # what another worker's stale check does to a trial whose heartbeat is late
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                       if "worker" in t.user_attrs]
-            if running:
-                store.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
-                store.heartbeat_stale_trial_callback(study, store.get_trial(running[0]._trial_id))
-                return
-            time.sleep(0.02)
-
-    other = threading.Thread(target=take_for_dead)
-    other.start()
+    other = take_for_dead_when_running(study, store)
     assert replication.work("taken", store, path, poll_s=0.1) == 1  # the retry; the first run was not counted
     other.join()
     trials = study.get_trials(deepcopy=False)
@@ -124,6 +111,20 @@ def test_a_live_worker_taken_for_dead_leaves_the_record_to_the_retry(suite, tmp_
     records = results.read(path)
     assert len(records) == 1 and records[0]["run_id"] == trials[1].user_attrs["record"]["run_id"]
     assert replication.collect(study, configs, path) == records
+
+
+def test_a_failing_unit_is_recorded_as_failed_and_named(suite, tmp_path):  # noqa: F811
+    """A unit whose run fails leaves a `failed` record (as a serial run would) and a FAIL trial with the reason."""
+    configs = units(suite, epochs=1)[:1]
+    path = tmp_path / "results.jsonl"
+    store = sweep.storage(None, tmp_path)
+    study = replication.submit("failing", store, configs)
+    (suite / "alpha.json").unlink()  # the document vanished after its unit was submitted
+    assert replication.work("failing", store, path, poll_s=0.1) == 0
+    records = results.read(path)
+    assert [r["status"] for r in records] == ["failed"] and "alpha" in records[0]["error"]
+    with pytest.raises(RuntimeError, match=r"1 unit\(s\) not finished: .*FAIL \(.*alpha"):
+        replication.collect(study, configs, path)
 
 
 def test_workers_and_studies_are_checked(suite, tmp_path, capsys):  # noqa: F811

@@ -24,6 +24,8 @@ from sciknow import results, studies, sweep
 from sciknow.config import REPO_ROOT, EvalSpec, ModelSpec, RunConfig, TrainSpec
 from test_paper_datasets import FILES, build_small
 
+from conftest import take_for_dead_when_running
+
 # Smallest useful trials for tiny-llama: a few seconds each.
 TINY_SPACE = {"n_irrelevant": [1, 3], "lora_r": [1, 4], "lora_alpha": [1, 4], "epochs": [1, 1]}
 TRIAL_ATTRS = {"run_id", "worker", "score", "baseline", "fail_reason"}  # all a trial keeps; the run is in results
@@ -365,6 +367,23 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == silent.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == {"x": silent.params["x"]} and sweep.n_counted(study) == 1
+
+
+def test_a_live_worker_taken_for_dead_leaves_the_record_to_the_retry(tmp_path):
+    """Under heavy load a live worker's heartbeat can go stale: another worker fails its trial and retries it. The
+    run must be recorded once (by the retry), and the worker that was taken for dead must go on."""
+    store = sweep.storage(None, tmp_path, heartbeat_interval=1, grace_period=3)
+    path = tmp_path / "r.jsonl"
+    study, objective = sweep.prepare("taken", store, "2b", tiny_base(), tiny_space(epochs=[40, 40]), path,
+                                     n_trials=1)
+
+    other = take_for_dead_when_running(study, store)
+    sweep.run_trials(study, objective, 1, poll_s=0.1)
+    other.join()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == trials[0].number and sweep.n_counted(study) == 1
+    assert [r["run_id"] for r in results.read(path)] == [trials[1].user_attrs["run_id"]]
 
 
 @pytest.mark.parametrize("notebook, files", [
