@@ -30,13 +30,14 @@ A probe whose size is 0 is off and its keys are absent.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -193,19 +194,16 @@ def untrained_mmlu_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
     computed once, not once per run."""
     key = f"{model_fingerprint(model)}-{items_digest(items)}-{form}-v{_CACHE_VERSION}"
     path = cache_dir() / "loglik" / f"{key}.json"
-    if key in _UNTRAINED:
-        return _UNTRAINED[key]
     if path.is_file():
         scores = ChoiceScores.from_json(json.loads(path.read_text(encoding="utf-8")))
     else:
         scores = score_mmlu(model, tokenizer, items, form, batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(scores.to_json()))
-    _UNTRAINED[key] = scores
     return scores
 
 
-_UNTRAINED: dict[str, ChoiceScores] = {}
+_BASELINES: dict[str, tuple] = {}  # Probes.prepare's untrained passes in this process
 _CACHE_VERSION = 1  # bump when loglik's scoring changes
 
 
@@ -342,9 +340,22 @@ class Probes:
         self.seconds: dict[str, float] = {}  # the last measurement's time per probe
 
     def prepare(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
-        """Measure the untrained model: keep its locality answers as the reference, return its numbers."""
-        self.baseline = self._measure(model, tokenizer, reference=True)
-        return self.baseline
+        """Measure the untrained model: keep its locality answers as the reference, return its numbers. A study's
+        runs share one base model, so the pass is measured once per process, model weights and probe set."""
+        key = self._baseline_key(model)
+        if key in _BASELINES:
+            numbers, self.baseline_answers, mmlu = _BASELINES[key]
+            self.baseline_mmlu, self.seconds = dict(mmlu), {}
+        else:
+            numbers = self._measure(model, tokenizer, reference=True)
+            _BASELINES[key] = (numbers, self.baseline_answers, dict(self.baseline_mmlu))
+        self.baseline = dict(numbers)
+        return dict(numbers)
+
+    def _baseline_key(self, model: PreTrainedModel) -> str:
+        """The untrained pass's identity: the model's weight fingerprint, the spec and the items themselves."""
+        what = json.dumps([asdict(self.spec), items_digest(self.mmlu), self.texts, self.prompts])
+        return f"{model_fingerprint(model)}-{hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
     def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
         """The probes' numbers for the model now (see the module docstring; probes that are off are left out),

@@ -102,7 +102,7 @@ def test_probe_reports_paired_changes_and_caches_the_untrained_pass(four_items, 
     # A new process (empty memory cache) on the same untrained weights reads the pass from disk, computing nothing;
     # the trained model's fingerprint differs, so it is never mistaken for the untrained one.
     assert loglik.model_fingerprint(model) != loglik.model_fingerprint(tiny_with_large_weights(1).model)
-    monkeypatch.setattr(probes, "_UNTRAINED", {})
+    monkeypatch.setattr(probes, "_BASELINES", {})
     monkeypatch.setattr(probes, "score_mmlu", lambda *a, **k: pytest.fail("the untrained pass was recomputed"))
     again = probes.Probes(spec).prepare(tiny_with_large_weights(1).model, tok)
     assert again == before

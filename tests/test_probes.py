@@ -63,9 +63,19 @@ def test_locality_is_one_untrained_and_drops_after_a_large_step():
     assert probe_set.prepare(loaded.model, loaded.tokenizer) == {"locality": 1.0}
     assert len(set(probe_set.baseline_answers)) > 3, "the prompts must get different answers for the test to bite"
     assert probe_set.measure(loaded.model, loaded.tokenizer) == {"locality": 1.0}
+    reference = probe_set.baseline_answers
     train(loaded.model, loaded.tokenizer, ["Zebras are striped horses."], TrainSpec(lr=0.05, epochs=1),
           progress=False)
     assert probe_set.measure(loaded.model, loaded.tokenizer)["locality"] < 1.0
+    # The next run's probe set on the same untrained weights reuses the untrained pass: nothing is generated.
+    again = _tiny(std=0.3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probes, "generate_answers", lambda *a, **k: pytest.fail("the untrained pass was recomputed"))
+        assert probes.Probes(spec).prepare(again.model, again.tokenizer) == {"locality": 1.0}
+    # The trained weights are another model: their pass is measured, and it is theirs.
+    fresh = probes.Probes(spec)
+    assert fresh.prepare(loaded.model, loaded.tokenizer) == {"locality": 1.0}
+    assert fresh.baseline_answers != reference
 
 
 def test_locality_prompt_file_is_valid():
