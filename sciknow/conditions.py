@@ -32,8 +32,9 @@ same step counts), `at_shared_steps` pairs them along the curve.
 
 The knowledge-forgetting frontier (notebook 11): `frontier_recipes` (full-parameter at five learning rates, LoRA
 at two, and replay of general text), `frontier_runs` (each trained run paired with the untrained model on its
-document: knowledge gained, MMLU lost, perplexity rise, locality, steps to reach a score) and `frontier_table`
-(per recipe, means with 95 % CIs over documents, and the Pareto front of knowledge gained vs MMLU lost).
+document: knowledge gained, MMLU lost, perplexity rise, locality, steps to reach a score), `frontier_table`
+(per recipe, means with 95 % CIs over documents, and the Pareto front of knowledge gained vs MMLU lost) and
+`frontier_differences` (one recipe minus another, paired by document: what replay buys).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from . import experiment, stats
 from .config import SHARED_DIR, SUITE_DIR, RunConfig, identity_dict
@@ -325,7 +327,8 @@ def frontier_recipes(base: RunConfig, epochs: int, full_lrs: Sequence[float] = F
     `replay_lr` with `replay_texts` general texts (PLOS introductions, Task 1b's irrelevant texts, from the JATS
     folder `replay_source`, "" = the shared PLOS corpus) mixed into every epoch. Every recipe trains `epochs`
     epochs of `base`'s contents (a fixed budget; the scores after each epoch give the steps to reach a score).
-    Tags carry the recipe, its method and lr."""
+    Tags carry the recipe, its method and lr. The untrained model runs without probes: each trained run measures
+    them on it before training (`sciknow.probes`, computed once per process and model)."""
     if epochs < 1 or not full_lrs and not lora_lrs:
         raise ValueError(f"frontier_recipes: epochs={epochs!r} (>= 1) and at least one learning rate")
     per_epoch = len(base.data.contents) * base.data.repeats
@@ -336,7 +339,9 @@ def frontier_recipes(base: RunConfig, epochs: int, full_lrs: Sequence[float] = F
         return base.replace(**{"train.method": method, "train.lr": lr, "train.epochs": n_epochs, "tags": tags,
                                **changes})
 
-    out = {"untrained": make("untrained", "full", full_lrs[0] if full_lrs else lora_lrs[0], 0)}
+    # The untrained model's probe numbers are every trained run's `before.*`: its own run answers questions only.
+    out = {"untrained": make("untrained", "full", full_lrs[0] if full_lrs else lora_lrs[0], 0,
+                             **{"eval.probes": []})}
     for lr in full_lrs:
         out[f"full {lr:g}"] = make(f"full {lr:g}", "full", lr, epochs)
     for lr in lora_lrs:
@@ -353,30 +358,35 @@ def frontier_runs(configs: Sequence[RunConfig], results_path: str | Path, reach:
     `gain` and `paraphrase_gain` (keyword score after training - untrained), `mmlu_loss` (MMLU accuracy before -
     after, the first MMLU metric of the run's probes) and `mmlu_p_loss` (mean probability of the right answer,
     before - after), `perplexity_rise` (after - before), `locality` (after; 1 = unchanged), and the first
-    `steps_to_reach` / `seconds_to_reach` at which the keyword score reached `reach` (NaN if it never did)."""
+    `steps_to_reach` / `seconds_to_reach` at which the keyword score reached `reach` (NaN if it never did).
+    The untrained model is the same for every seed, and its run may answer every document at once
+    (`suite_runs`): its score on a document is the mean over that document's closed-book questions."""
     from .probes import accuracy_key
 
-    table = experiment.epochs_for(configs, results_path)
-    if not len(table):
-        raise ValueError(f"frontier_runs: no finished runs of these configs in {results_path}")
+    untrained_configs = [c for c in configs if c.tags.get("recipe") == "untrained"]
+    table = experiment.epochs_for([c for c in configs if c not in untrained_configs], results_path)
+    answers = experiment.question_scores(untrained_configs, results_path)
+    if not len(table) or not len(answers):
+        raise ValueError(f"frontier_runs: no finished {'untrained' if len(table) else 'trained'} runs of these "
+                         f"configs in {results_path}")
     # The results table holds list fields joined by commas ("data.documents", "eval.probe_mmlu_metrics").
     table = table.assign(document=table["data.documents"], recipe=table["tag.recipe"], seed=table["train.seed"])
-    untrained = table[table["recipe"] == "untrained"].set_index(["document", "seed"])
+    closed = answers[answers["book"] == "closed"]
+    untrained = closed.pivot_table(index="document", columns="variant", values="score", aggfunc="mean")
     rows = []
-    for (recipe, document, seed), run in table[table["recipe"] != "untrained"].groupby(
-            ["recipe", "document", "seed"], sort=False):
+    for (recipe, document, seed), run in table.groupby(["recipe", "document", "seed"], sort=False):
         run = run.sort_values("epoch")
-        last, base = run.iloc[-1], untrained.loc[(document, seed)]
+        last, base = run.iloc[-1], untrained.loc[document]
         metric = last["eval.probe_mmlu_metrics"].split(",")[0]
         acc, p = accuracy_key(metric), f"{metric}_p"
         reached = run[run["score"] >= reach]
         row = {"recipe": recipe, "document": document, "seed": seed, "method": last["tag.method"],
                "lr": last["tag.lr"], "steps": last["steps"], "wall_s": last["wall_s"],
-               "score": last["score"], "gain": last["score"] - base["score"],
+               "score": last["score"], "gain": last["score"] - base["original"],
                "steps_to_reach": reached["steps"].iloc[0] if len(reached) else np.nan,
                "seconds_to_reach": reached["elapsed_s"].iloc[0] if len(reached) else np.nan}
         if "paraphrase_score" in run:
-            row["paraphrase_gain"] = last["paraphrase_score"] - base["paraphrase_score"]
+            row["paraphrase_gain"] = last["paraphrase_score"] - base["paraphrase"]
         if acc in run:
             row["mmlu_loss"] = last[f"before.{acc}"] - last[acc]
             row["mmlu_p_loss"] = last[f"before.{p}"] - last[p] if p in run else np.nan
@@ -393,7 +403,7 @@ FRONTIER_METRICS = ("gain", "paraphrase_gain", "mmlu_loss", "mmlu_p_loss", "perp
 
 
 def frontier_table(runs: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per recipe: each metric of `frontier_runs` as its mean over documents with a 95 % bootstrap CI over
+    """One row per recipe: each metric of `frontier_runs` as its mean over documents with a 95 % t interval over
     documents (`sciknow.stats`; seeds averaged within a document), columns `<metric>`, `<metric>_low`,
     `<metric>_high`; `reached` = the share of runs that reached the score; and `pareto` = no other recipe gains
     at least as much knowledge with at most as much MMLU loss, and is strictly better in one of the two."""
@@ -412,6 +422,28 @@ def frontier_table(runs: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -
     table = pd.DataFrame(rows)
     table["pareto"] = pareto_front(table["gain"].to_numpy(), table["mmlu_loss"].to_numpy()) \
         if "mmlu_loss" in table else True
+    return table
+
+
+def frontier_differences(runs: pd.DataFrame, recipe: str, baseline: str, n_resamples: int = 2000,
+                         seed: int = 0) -> pd.DataFrame:
+    """`recipe` minus `baseline` on each metric of `frontier_runs`, paired by document and seed (e.g. what replay
+    buys over the same training without it): one row per metric with the mean difference, its 95 % t interval over
+    documents, the sign-flip p-value and `p_bh` (Benjamini-Hochberg over the metrics; `sciknow.stats`). A metric
+    counts the documents where both recipes have a value (steps to reach: where both reached the score)."""
+    both = runs[runs["recipe"].isin([recipe, baseline])]
+    rows = []
+    for metric in (m for m in FRONTIER_METRICS if m in both):
+        values = both.dropna(subset=[metric])
+        if set(values["recipe"]) != {recipe, baseline}:
+            continue
+        d = stats.paired_difference(values, "recipe", recipe, baseline, value=metric, nested=None,
+                                    n_resamples=n_resamples, seed=seed)
+        rows.append({"metric": metric, "recipe": recipe, "baseline": baseline, "mean": d.mean, "ci_low": d.low,
+                     "ci_high": d.high, "p_value": d.p_value, "n_documents": d.n_documents})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_bh"] = scipy.stats.false_discovery_control(table["p_value"])
     return table
 
 

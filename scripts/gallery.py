@@ -28,6 +28,7 @@ FIGURES = {
                                            "fig08_plateau.png"],
     "runs/09_train_vs_retrieve": ["fig09_scores.png", "fig09_differences.png", "fig09_recall.png", "fig09_cost.png"],
     "runs/10_model_size": ["fig10_size.png", "fig10_advantage.png"],
+    "runs/11_forgetting_frontier": ["fig11_frontier.png"],
 }
 
 

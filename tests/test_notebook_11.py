@@ -1,4 +1,4 @@
-"""Notebook 10 (the knowledge-forgetting frontier) under papermill with smoke parameters on the tiny model."""
+"""Notebook 11 (the knowledge-forgetting frontier) under papermill with smoke parameters on the tiny model."""
 import numpy as np
 import pandas as pd
 import papermill
@@ -32,8 +32,15 @@ def test_notebook_11_writes_the_frontier_table_and_figure(tmp_path, monkeypatch)
     # reach = 0: every run reaches it after its first epoch (steps = texts per epoch: 1, or 2 with one replay text)
     assert (table["reached"] == 1).all()
     assert table.loc["full 0.001", "steps_to_reach"] == 1 and table.loc["full 0.001 + replay", "steps_to_reach"] == 2
-    per_run = pd.read_csv(out / "frontier_runs_10.csv")
+    per_run = pd.read_csv(out / "frontier_runs_11.csv")
     assert len(per_run) == 4 * 2 and per_run["locality"].between(0, 1).all()
     # The table's means are the per-run values averaged over documents.
     assert np.isclose(table.loc["full 0.1", "mmlu_loss"], per_run[per_run["recipe"] == "full 0.1"]["mmlu_loss"].mean())
     assert (out / "fig11_frontier.png").stat().st_size > 10_000
+    # What replay buys: its runs minus full-parameter at the same lr, paired by document.
+    bought = pd.read_csv(out / "replay_11.csv").set_index("metric")
+    assert set(bought["recipe"]) == {"full 0.001 + replay"} and set(bought["baseline"]) == {"full 0.001"}
+    assert {"gain", "mmlu_loss", "mmlu_p_loss", "perplexity_rise", "locality"} <= set(bought.index)
+    pair = per_run.set_index(["recipe", "document"])["perplexity_rise"]
+    assert np.isclose(bought.loc["perplexity_rise", "mean"],
+                      (pair["full 0.001 + replay"] - pair["full 0.001"]).mean())
