@@ -204,7 +204,7 @@ def untrained_mmlu_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 
 
 _BASELINES: dict[str, tuple] = {}  # Probes.prepare's untrained passes in this process
-_CACHE_VERSION = 1  # bump when loglik's scoring changes
+_CACHE_VERSION = 2  # bump when loglik's scoring changes (2: batches with little padding)
 
 
 # ---------------------------------------------------------------- perplexity

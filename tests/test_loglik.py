@@ -53,7 +53,8 @@ def test_prompts_are_lm_evals_exact_zero_shot_format():
 
 
 @pytest.mark.parametrize("form", loglik.FORMS)
-def test_scores_equal_an_independent_per_choice_computation(four_items, form):
+def test_scores_equal_an_independent_per_choice_computation(four_items, form, monkeypatch):
+    monkeypatch.setattr(loglik, "MAX_PADDING", 10.0)  # let rows of different lengths share a padded batch
     loaded = tiny_with_large_weights(1)
     model, tok = loaded.model, loaded.tokenizer
     items = probes.load_mmlu_items(str(four_items))
@@ -74,6 +75,22 @@ def test_scores_equal_an_independent_per_choice_computation(four_items, form):
     np.testing.assert_allclose(scores.p_correct, p[np.arange(4), [0, 1, 2, 3]], atol=1e-4)
     summary = scores.summary(form)
     assert summary[f"{form}_acc"] == (expected.argmax(1) == [0, 1, 2, 3]).mean() and summary[f"{form}_n"] == 4
+
+
+def test_batches_keep_padding_small_and_take_every_request_once():
+    # (context, continuations) of MMLU's spread: contexts of 20 to 400 tokens, choices of 1 to 60 tokens.
+    rng = np.random.default_rng(0)
+    encoded = [([1] * int(rng.integers(20, 400)), [[2] * int(rng.integers(1, 60)) for _ in range(4)])
+               for _ in range(200)]
+    real = [len(c) + sum(len(x) - 1 for x in conts) for c, conts in encoded]
+    batches = loglik._batches(encoded, batch_size=16, vocab=1000)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    assert max(map(len, batches)) <= 16 and len(batches) < 200  # rows do share batches
+    for b in batches:
+        padded = len(b) * (max(len(encoded[i][0]) for i in b) + loglik._tail(encoded, b) - 1)
+        assert len(b) == 1 or padded <= (1 + loglik.MAX_PADDING) * sum(real[i] for i in b)
+    # the logits budget bounds the rows of a batch for a large vocabulary; a single row always goes
+    assert all(len(b) == 1 for b in loglik._batches(encoded, 16, vocab=loglik._LOGITS_BUDGET))
 
 
 def test_probe_reports_paired_changes_and_caches_the_untrained_pass(four_items, monkeypatch, tmp_path):
