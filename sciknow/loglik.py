@@ -179,18 +179,19 @@ def _batches(encoded: list[tuple[list[int], list[list[int]]]], batch_size: int, 
     _LOGITS_BUDGET floats. Padding is not free: MMLU contexts run from 20 to 400 tokens and their choices from 1
     to 60, and 16 rows sorted by context length alone were half padding."""
     real = [len(context) + sum(len(c) - 1 for c in continuations) for context, continuations in encoded]
+
+    def fits(rows: list[int]) -> bool:
+        tail = _tail(encoded, rows)
+        padded = len(rows) * (len(encoded[rows[0]][0]) + tail - 1)  # rows[0] has the longest context
+        return (len(rows) <= batch_size and padded <= (1 + MAX_PADDING) * sum(real[j] for j in rows)
+                and len(rows) * tail * vocab <= _LOGITS_BUDGET)
+
     batches: list[list[int]] = []
     for i in sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0])):
-        trial = batches[-1] + [i] if batches else [i]
-        tail = _tail(encoded, trial)
-        padded = len(trial) * (len(encoded[trial[0]][0]) + tail - 1)  # trial[0] has the longest context
-        if (len(trial) > 1 and (len(trial) > batch_size or padded > (1 + MAX_PADDING) * sum(real[j] for j in trial)
-                                or len(trial) * tail * vocab > _LOGITS_BUDGET)):
-            batches.append([i])
-        elif batches:
-            batches[-1] = trial
+        if batches and fits(batches[-1] + [i]):
+            batches[-1].append(i)
         else:
-            batches.append(trial)
+            batches.append([i])
     return batches
 
 
