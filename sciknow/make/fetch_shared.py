@@ -5,6 +5,9 @@ its public sources, and check every file against the sha256 sums in data/shared.
     python -m sciknow.make.fetch_shared --check         # check only, fetch nothing
     python -m sciknow.make.fetch_shared --only mmlu --mirror file:///path/to/copy   # from a local copy
 
+A mirror is laid out as <copy>/<source>/<file name in the source's URL>: <copy>/mmlu/data.tar,
+<copy>/plos-starter/<article>.xml, <copy>/polyai/<path in the study's repository> (the parts of polyai.json).
+
 A file already present with the right sum is left alone; a present file with another sum is an error (it is
 never overwritten). A download whose sum differs is refused and nothing is written.
 """
@@ -16,11 +19,13 @@ import io as bytes_io
 import sys
 import tarfile
 from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from ..config import REPO_ROOT, SHARED_DIR
-from ..io import atomic_write_bytes, http_request
+from ..io import HTTPRequestError, atomic_write_bytes, http_request
+from . import polyai
 
 SUMS_FILE = REPO_ROOT / "data" / "shared.sha256"
 MAX_BYTES = 400 * 2**20  # the MMLU archive is the largest download (about 170 MB)
@@ -33,18 +38,20 @@ class Source:
     folder: str  # relative to the shared folder
     what: str
     licence: str
-    url: str  # "{file}" is replaced by a file's name; "" = not published as a download
-    origin: str = ""  # how the file was made, when it is not published as it is
+    url: str  # "{file}" is replaced by a file's name (or by each of `parts`)
     archive_member: str = ""  # when `url` is a tar archive: each file's path inside it, with "{file}"
+    parts: tuple[str, ...] = ()  # when the file is not published as it is: the published files it is made of
+    assemble: Callable[[Mapping[str, bytes]], bytes] | None = None  # parts (path -> bytes) -> the file
 
 
 SOURCES = (
     Source("polyai", "reference/polyai",
            "the paper's fictitious PolyAI document: 12 training contents, 3 extra translations, 10 irrelevant texts, "
-           "5 questions with reference answers and keywords (one JSON file)",
-           "MIT (Kan Hatakeyama, github.com/KanHatakeyama/Additional-training-Llama2)",
-           url="", origin="assembled by hand from the original study's repository at commit ec7a8bf (the file's "
-                           "`source` and `notes` fields say from which files)"),
+           "5 questions with reference answers and keywords (one JSON file, assembled from 4 files of the original "
+           f"study's repository at commit {polyai.COMMIT[:7]}: sciknow/make/polyai.py)",
+           f"MIT (Kan Hatakeyama, github.com/{polyai.REPOSITORY})",
+           url=f"https://raw.githubusercontent.com/{polyai.REPOSITORY}/{polyai.COMMIT}/{{file}}",
+           parts=polyai.PARTS, assemble=polyai.assemble),
     Source("mmlu", "reference/mmlu",
            "MMLU test split of college/high-school chemistry and physics (CSV: question,A,B,C,D,answer; no header)",
            "MIT (Hendrycks et al., github.com/hendrycks/test)",
@@ -113,25 +120,27 @@ def fetch(shared: Path = SHARED_DIR, only: tuple[str, ...] = (), mirror: str | N
             if check_only:
                 problems.append(f"{target}: missing")
                 continue
-            if not source.url:
-                problems.append(f"{target}: missing, and {source.name} has no public download ({source.origin}); "
-                                "copy it from a colleague's shared folder")
-                continue
             name = PurePosixPath(relative).name
             url = _source_url(source, mirror)
+            if source.assemble:
+                where = f"{url.format(file='')} ({len(source.parts)} files, assembled)"
+            elif source.archive_member:
+                where = f"{url} member {source.archive_member.format(file=name)}"
+            else:
+                where = url.format(file=name)
             try:
-                if source.archive_member:
+                if source.assemble:
+                    data = source.assemble({part: _download(url.format(file=part)) for part in source.parts})
+                elif source.archive_member:
                     if archive is None:
                         log(f"fetch_shared: downloading {url} (once for {source.name})")
                         archive = tarfile.open(fileobj=bytes_io.BytesIO(_download(url)))
                     member = archive.extractfile(source.archive_member.format(file=name))
                     data = member.read() if member else b""
-                    where = f"{url} member {source.archive_member.format(file=name)}"
                 else:
-                    where = url.format(file=name)
                     data = _download(where)
-            except (OSError, KeyError, tarfile.TarError) as error:
-                problems.append(f"{target}: could not fetch from {url.format(file=name)}: {error}")
+            except (OSError, KeyError, ValueError, tarfile.TarError, HTTPRequestError) as error:
+                problems.append(f"{target}: could not fetch from {where}: {error}")
                 continue
             if sha256(data) != digest:
                 problems.append(f"{target}: {where} has sha256 {sha256(data)}, expected {digest}; not written")
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for s in SOURCES:
             print(f"{s.name} -> {args.shared / s.folder}\n  {s.what}\n  licence: {s.licence}\n  "
-                  f"from: {s.url or 'no public download: ' + s.origin}")
+                  f"from: {s.url.format(file='<file>')}")
         return 0
     try:
         done = fetch(args.shared, tuple(args.only), args.mirror, args.check)
