@@ -125,7 +125,27 @@ def _log_x(ax: plt.Axes, values: pd.Series) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if 0 < values.nunique() <= 12:
-        ax.set_xticks(sorted(values.unique()))
+        ax.set_xticks(_apart(ax, sorted(values.unique())))
+
+
+def _apart(ax: plt.Axes, ticks: list[float]) -> list[float]:
+    """The ticks, smallest first, without those whose label would touch the previous kept one (34 and 37 on a
+    19-66 log axis a few inches wide), judged from the axes' width and the tick label font size."""
+    from matplotlib.font_manager import FontProperties
+
+    position = ax.xaxis.get_transform().transform(np.asarray(ticks, float))
+    span = position[-1] - position[0]
+    if span <= 0:
+        return ticks
+    points_per_unit = ax.get_position().width * ax.figure.get_figwidth() * 72 / span / (1 + 2 * ax.margins()[0])
+    size = FontProperties(size=plt.rcParams["xtick.labelsize"]).get_size_in_points()
+    half_width = lambda tick: 0.3 * size * len(f"{tick:g}")  # about 0.6 em per digit
+    kept = [0]
+    for i in range(1, len(ticks)):
+        gap = (position[i] - position[kept[-1]]) * points_per_unit
+        if gap >= half_width(ticks[kept[-1]]) + half_width(ticks[i]) + 0.5 * size:
+            kept.append(i)
+    return [ticks[i] for i in kept]
 
 
 def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevant", best_line: bool = True,
