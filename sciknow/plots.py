@@ -192,7 +192,10 @@ def trials_scatter(trials: pd.DataFrame, x: str, y: str, baseline: float | None 
     points = ax.scatter(data[x], data[y].astype(float), c=data[color] if color else None,
                         cmap="viridis" if color else None, label="trials", zorder=3)
     if color and len(data):
-        plt.colorbar(points, ax=ax, label=words(color))
+        bar = plt.colorbar(points, ax=ax, label=words(color))
+        if (data[color] == data[color].round()).all():  # counts (epochs): no 1.2 on the scale
+            bar.locator = MaxNLocator(integer=True)
+            bar.update_ticks()
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="untrained")
     if logx:

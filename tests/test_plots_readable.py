@@ -145,11 +145,14 @@ def test_a_log_x_axis_is_labelled_at_the_data_in_plain_numbers(xs, scale):
 def test_log_x_tick_labels_close_together_are_thinned_not_overlapping():
     """Notebook 07's trials at 19, 29, 34, 37 and 66 texts, on one of four panels: 34 and 37 would print as
     '3437'. Every kept label is apart from the next; the extreme values stay labelled."""
-    trials = pd.DataFrame({"total_texts": [19, 29, 34, 37, 66], "score": [0.16, 0.17, 0.165, 0.161, 0.162]})
+    trials = pd.DataFrame({"total_texts": [19, 29, 34, 37, 66], "score": [0.16, 0.17, 0.165, 0.161, 0.162],
+                           "epochs": [1, 1, 2, 2, 2]})
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
-    ax = plots.trials_scatter(trials, "total_texts", "score", logx=True, ax=axes[1])
+    ax = plots.trials_scatter(trials, "total_texts", "score", color="epochs", logx=True, ax=axes[1])
     fig.tight_layout()
     fig.canvas.draw()
+    colorbar = fig.axes[-1]  # epochs are counts: whole numbers on its scale
+    assert {t.get_text() for t in colorbar.get_yticklabels() if t.get_text()} == {"1", "2"}
     labels = [t for t in ax.get_xticklabels() if t.get_text()]
     assert [t.get_text() for t in labels][0] == "19" and [t.get_text() for t in labels][-1] == "66"
     assert len(labels) in (3, 4)
