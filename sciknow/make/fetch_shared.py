@@ -18,8 +18,8 @@ import hashlib
 import io as bytes_io
 import sys
 import tarfile
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 

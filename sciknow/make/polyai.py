@@ -24,7 +24,7 @@ SCORING = "bayes/src/scoring.py"
 RESULTS = "bayes/results/1023optuna/20231023113744.json"
 PARTS = (CONTEXTS, TRANSLATIONS, SCORING, RESULTS)
 
-# (style, language) of C1..C12, then of X1..X3 (mult2.json items 9-11); descriptive, read off the texts.
+# (style, language) of C1..C12 and the languages of X1..X3 (mult2.json items 9-11); descriptive, read off the texts.
 CONTENT_LABELS = [("original", "en"), ("article", "en"), ("interview", "en"), ("textbook", "en"), ("casual", "en"),
                   ("narrative", "en"), ("qa", "en"), ("translation", "ja"), ("translation", "de"),
                   ("translation", "zh"), ("translation", "es"), ("translation", "hmn")]
