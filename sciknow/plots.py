@@ -129,8 +129,9 @@ def _log_x(ax: plt.Axes, values: pd.Series) -> None:
 
 
 def _apart(ax: plt.Axes, ticks: list[float]) -> list[float]:
-    """The ticks, smallest first, without those whose label would touch the previous kept one (34 and 37 on a
-    19-66 log axis a few inches wide), judged from the axes' width and the tick label font size."""
+    """The ticks, smallest first, without those whose label would touch a kept one (34 and 37 on a 19-66 log axis a
+    few inches wide), judged from the axes' width and the tick label font size. The smallest and the largest value
+    keep their labels: they say where the axis ends."""
     from matplotlib.font_manager import FontProperties
 
     position = ax.xaxis.get_transform().transform(np.asarray(ticks, float))
@@ -140,12 +141,16 @@ def _apart(ax: plt.Axes, ticks: list[float]) -> list[float]:
     points_per_unit = ax.get_position().width * ax.figure.get_figwidth() * 72 / span / (1 + 2 * ax.margins()[0])
     size = FontProperties(size=plt.rcParams["xtick.labelsize"]).get_size_in_points()
     half_width = lambda tick: 0.3 * size * len(f"{tick:g}")  # about 0.6 em per digit
+    apart = lambda i, j: ((position[j] - position[i]) * points_per_unit
+                          >= half_width(ticks[i]) + half_width(ticks[j]) + 0.5 * size)
+    last = len(ticks) - 1
     kept = [0]
-    for i in range(1, len(ticks)):
-        gap = (position[i] - position[kept[-1]]) * points_per_unit
-        if gap >= half_width(ticks[kept[-1]]) + half_width(ticks[i]) + 0.5 * size:
+    for i in range(1, last):
+        if apart(kept[-1], i):
             kept.append(i)
-    return [ticks[i] for i in kept]
+    while len(kept) > 1 and not apart(kept[-1], last):  # the largest value's label displaces its neighbours
+        kept.pop()
+    return [ticks[i] for i in kept] + ([ticks[last]] if last and apart(kept[-1], last) else [])
 
 
 def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevant", best_line: bool = True,

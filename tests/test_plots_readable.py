@@ -159,3 +159,14 @@ def test_log_x_tick_labels_close_together_are_thinned_not_overlapping():
     boxes = [t.get_window_extent() for t in labels]
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [(t.get_text(), b.x0, b.x1) for t, b in zip(labels, boxes)]
     plt.close(fig)
+
+
+def test_the_largest_value_keeps_its_label_when_its_neighbour_would_touch_it():
+    """19, 64 and 66 texts: 64 and 66 would touch, and the label that goes is 64's, not the axis end's."""
+    trials = pd.DataFrame({"total_texts": [19, 64, 66], "score": [0.16, 0.17, 0.165], "epochs": [1, 1, 2]})
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    ax = plots.trials_scatter(trials, "total_texts", "score", color="epochs", logx=True, ax=axes[1])
+    fig.tight_layout()
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == ["19", "66"]
+    plt.close(fig)
