@@ -131,7 +131,7 @@ def _log_x(ax: plt.Axes, values: pd.Series) -> None:
 def _apart(ax: plt.Axes, ticks: list[float]) -> list[float]:
     """The ticks, smallest first, without those whose label would touch a kept one (34 and 37 on a 19-66 log axis a
     few inches wide), judged from the axes' width and the tick label font size. The smallest and the largest value
-    keep their labels: they say where the axis ends."""
+    keep their labels (both, wherever the two fit apart): they say where the axis ends."""
     from matplotlib.font_manager import FontProperties
 
     position = ax.xaxis.get_transform().transform(np.asarray(ticks, float))
@@ -150,7 +150,9 @@ def _apart(ax: plt.Axes, ticks: list[float]) -> list[float]:
             kept.append(i)
     while len(kept) > 1 and not apart(kept[-1], last):  # the largest value's label displaces its neighbours
         kept.pop()
-    return [ticks[i] for i in kept] + ([ticks[last]] if last and apart(kept[-1], last) else [])
+    if last and apart(kept[-1], last):
+        kept.append(last)
+    return [ticks[i] for i in kept]
 
 
 def score_vs_n(trials: pd.DataFrame, score: str = "score", n: str = "n_irrelevant", best_line: bool = True,
