@@ -7,6 +7,11 @@ memory's bandwidth; oneDNN's matmul on a weight reordered once into its blocked 
 runs the prefill's wider products faster). The reorder costs one more copy of the linear weights while the
 answers are computed, and is redone for every call, as training changes the weights between calls.
 
+Linear layers that read the same input (a layer's query, key and value projections; its MLP's gate and up
+projections: `SIBLINGS`) are packed as one matrix: the first of them called computes the one wider product, and
+the others take their part of it. Each output column is the same sum as in its own product, so the outputs are
+bitwise those of the separate products (tests/test_packed_linears.py), with one call where there were three.
+
 A LoRA layer (peft) is packed as one matrix, its base weight plus its adapters' delta (peft's
 `get_delta_weight`): the adapters' two extra small products per layer and step cost more than the one merged
 product, and the model's own weights are not touched (unlike peft's `merge_adapter`).
@@ -23,6 +28,8 @@ from collections.abc import Iterator
 import torch
 
 DECODE_ROWS_HINT = 10  # oneDNN chooses its layout for this many rows; any number of rows is computed
+# Children of one module that every family here (Llama, Qwen2, Gemma 3) calls on the same input tensor.
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 def available(model: torch.nn.Module) -> bool:
@@ -66,10 +73,13 @@ def packed(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     with torch.no_grad():
         lora = _mergeable_lora(model)
         inside = {id(part) for m in lora for part in m.modules() if part is not m}  # never called while merged
-        forwards = [(m, _packed_forward(m.base_layer.weight + sum(
-            (m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A), torch.zeros(())),
-            m.base_layer.bias)) for m in lora]
-        forwards += [(m, _packed_forward(m.weight, m.bias)) for m in _packable(model) if id(m) not in inside]
+        weights = {m: (m.base_layer.weight + sum((m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A),
+                                                 torch.zeros(())), m.base_layer.bias) for m in lora}
+        weights.update((m, (m.weight, m.bias)) for m in _packable(model) if id(m) not in inside)
+        forwards = []
+        for group in _sibling_groups(model, weights):
+            forwards += zip(group, _sibling_forwards([weights.pop(m) for m in group]))
+        forwards += [(m, _packed_forward(*weight_bias)) for m, weight_bias in weights.items()]
         for layer, forward in forwards:
             layer.forward = forward  # an instance attribute shadows the class's forward
         try:
@@ -79,6 +89,19 @@ def packed(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
                 del layer.forward
 
 
+def _sibling_groups(model: torch.nn.Module, weights: dict) -> list[list[torch.nn.Module]]:
+    """Groups of packable children of one module named as in a `SIBLINGS` entry, with the same input width and
+    all or none of them with a bias (two or more layers each)."""
+    groups = []
+    for parent in model.modules():
+        for names in SIBLINGS:
+            group = [layer for name in names if (layer := getattr(parent, name, None)) in weights]
+            if (len(group) > 1 and len({weights[m][0].shape[1] for m in group}) == 1
+                    and len({weights[m][1] is None for m in group}) == 1):
+                groups.append(group)
+    return groups
+
+
 def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None):
     weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), DECODE_ROWS_HINT)
     bias = None if bias is None else bias.detach()
@@ -86,3 +109,20 @@ def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None):
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
     return forward
+
+
+def _sibling_forwards(weights_biases: list[tuple[torch.Tensor, torch.Tensor | None]]):
+    """Forwards of layers that read the same input, sharing one packed product: a call with the input of the last
+    product (the same tensor, unchanged since) takes its part of it, any other input computes a new product."""
+    weights, biases = zip(*weights_biases)
+    sizes = [w.shape[0] for w in weights]
+    product = _packed_forward(torch.cat(weights), None if biases[0] is None else torch.cat(biases))
+    last: dict = {"input": None}
+
+    def forward_of(part: int):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if last["input"] is not x or last["version"] != x._version:
+                last.update(input=x, version=x._version, parts=product(x).split(sizes, dim=-1))
+            return last["parts"][part]
+        return forward
+    return [forward_of(part) for part in range(len(sizes))]

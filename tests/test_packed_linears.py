@@ -46,6 +46,51 @@ def test_packed_answers_equal_the_default_kernels_and_the_model_is_restored(tiny
     assert len(set(packed_answers)) > 2  # the answers differ from each other: the comparison can fail
 
 
+def _logits_and_calls(model, ids):
+    with packed_linears.packed(model), torch.profiler.profile() as profile:
+        logits = model(input_ids=ids).logits
+    return logits, sum(e.name == "mkldnn::_linear_pointwise" for e in profile.events())
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_sibling_layers_share_one_product_with_bitwise_their_own_outputs(tiny, bias, monkeypatch):
+    """q/k/v and gate/up are one product per layer (4 calls a layer instead of 7, plus the output layer), and the
+    logits are bitwise those of the separate packed products; with biases too (Qwen2's q/k/v have them)."""
+    from transformers import LlamaForCausalLM
+
+    model = tiny.model
+    if bias:
+        torch.manual_seed(3)
+        config = tiny.model.config.__class__(**{**tiny.model.config.to_dict(), "attention_bias": True,
+                                                "mlp_bias": True})
+        model = LlamaForCausalLM(config).eval()
+    ids = tiny.tokenizer(QUESTIONS[:3], return_tensors="pt", padding=True).input_ids
+    layers = model.config.num_hidden_layers
+    with torch.no_grad():
+        fused, fused_calls = _logits_and_calls(model, ids)
+        monkeypatch.setattr(packed_linears, "SIBLINGS", ())
+        separate, separate_calls = _logits_and_calls(model, ids)
+        unpacked = model(input_ids=ids).logits
+    assert (fused_calls, separate_calls) == (4 * layers + 1, 7 * layers + 1)
+    assert torch.equal(fused, separate)
+    torch.testing.assert_close(fused, unpacked, rtol=1e-4, atol=1e-4)
+    assert fused.std() > 0.1  # not a constant output, which any arithmetic would reproduce
+
+
+def test_a_sibling_called_on_another_or_a_changed_input_computes_its_own_product(tiny):
+    attention = tiny.model.model.layers[0].self_attn
+    x, other = torch.randn(2, 3, tiny.model.config.hidden_size), torch.randn(2, 3, tiny.model.config.hidden_size)
+    with torch.no_grad():
+        with packed_linears.packed(tiny.model):
+            attention.q_proj(x)
+            key_of_other = attention.k_proj(other)  # not the input of the last product
+            attention.q_proj(x)
+            x.mul_(2)  # the same tensor, changed in place since the product
+            key_of_changed = attention.k_proj(x)
+        torch.testing.assert_close(key_of_other, attention.k_proj(other), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(key_of_changed, attention.k_proj(x), rtol=1e-5, atol=1e-5)
+
+
 def test_the_forwards_are_restored_when_answering_fails(tiny):
     with pytest.raises(RuntimeError, match="stop"):
         with packed_linears.packed(tiny.model):
