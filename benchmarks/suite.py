@@ -7,10 +7,12 @@ process's model, weights reset), `answer_s` (every answering pass), training the
 before the first unit (its cold load has its own row), as notebook 08 reuses it across units.
 
 Answering pass: one document's 5 questions and 5 paraphrases, 48 new tokens, one batch
-(`evaluate.generate_answers`, notebook 08's EvalSpec), with the packed weights it uses by default and with torch's
-default kernel (`sciknow.packed_linears`), interleaved. Its bound on this machine: each decoding step streams the
-weights once at the measured copy bandwidth, and the prefill runs at the measured fp32 matmul peak
-(2 FLOPs per weight per prompt token; the embedding table only as the output layer of each prompt's last
+(`evaluate.generate_answers`, notebook 08's EvalSpec), with the packed weights it uses by default, with packed
+weights but each layer's sibling products separate, and with torch's default kernel (`sciknow.packed_linears`),
+interleaved. Its bound on this machine: each decoding step streams the weights once at the measured copy
+bandwidth, or computes its live rows' products at the measured fp32 matmul peak, whichever is slower (at 10 rows a
+product does 5 FLOPs per fp32 weight byte, so below a peak of 5x the bandwidth decoding is compute-bound); the
+prefill runs at the peak (2 FLOPs per weight per prompt token; the output layer only for each prompt's last
 token). Pass, bandwidth and peak are sampled interleaved, medians of --repeats.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from benchmarks.common import Report, log, median, timed
 from benchmarks.machine import Yardstick
-from sciknow import conditions, experiment, models, replication, sweep
+from sciknow import conditions, experiment, models, packed_linears, replication, sweep
 from sciknow.config import SUITE_DIR, DataSpec, EvalSpec, ModelSpec, RunConfig, TrainSpec
 from sciknow.data import load_suite
 from sciknow.evaluate import build_prompt, end_token_ids, generate_answers, greedy_decode
@@ -39,19 +41,29 @@ def bench_suite(args: argparse.Namespace, report: Report, loaded: models.LoadedM
     documents = conditions.spread_documents(ksets, args.suite_documents)
     kset = next(k for k in ksets if k.name == documents[0])
     _answering_pass(args, report, loaded, [x for q in kset.questions for x in (q.question, q.paraphrase)])
+    _step_products(args, report, loaded)
     _units(args, report, documents)
     _workers_scaling(args, report, documents)
 
 
-def answering_bound(loaded: models.LoadedModel, prompts: list[list[int]], decoding_steps: int,
-                    peak: float, bandwidth: float) -> tuple[float, float]:
-    """(seconds streaming the weights over the decoding steps, seconds of prefill at the matmul peak)."""
+def answering_bound(loaded: models.LoadedModel, prompts: list[list[int]], lengths: list[int],
+                    peak: float, bandwidth: float) -> tuple[float, float, float]:
+    """Bounds of a pass whose answers have `lengths` tokens (the first from the prefill, one decoding step per
+    further token, finished rows leaving): (seconds streaming the weights once per decoding step at `bandwidth`;
+    seconds of the decoding steps with each step the slower of that streaming and its live rows' products at
+    `peak`; seconds of the prefill at `peak`)."""
     model = loaded.model
     weights = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    embedding = model.get_input_embeddings().weight.numel()  # a lookup per token; the output layer per prompt
-    prefill_flops = 2 * (weights - embedding) * sum(map(len, prompts)) + 2 * embedding * len(prompts)
-    return decoding_steps * weight_bytes / bandwidth, prefill_flops / peak
+    embedding = model.get_input_embeddings().weight  # a lookup per token
+    output = model.get_output_embeddings().weight  # a product per row, in the prefill for each prompt's last token
+    inner = weights - embedding.numel() - (0 if output is embedding else output.numel())
+    prefill_flops = 2 * inner * sum(map(len, prompts)) + 2 * output.numel() * len(prompts)
+    step_bytes_s = weight_bytes / bandwidth
+    rows = [sum(n > step for n in lengths) for step in range(1, max(lengths))]
+    stream_s = len(rows) * step_bytes_s
+    step_s = sum(max(step_bytes_s, 2 * (inner + output.numel()) * r / peak) for r in rows)
+    return stream_s, step_s, prefill_flops / peak
 
 
 def _answering_pass(args: argparse.Namespace, report: Report, loaded: models.LoadedModel,
@@ -68,20 +80,28 @@ def _answering_pass(args: argparse.Namespace, report: Report, loaded: models.Loa
     model.train(was_training)
     tokens, steps = sum(lengths), max(lengths) - 1  # the first token of every answer comes from the prefill
     yardstick = Yardstick()
-    passes, default_passes, peaks, bandwidths = [], [], [], []
-    for _ in range(args.repeats):  # interleaved, so both kernels see the same machine
+    passes, separate_passes, default_passes, peaks, bandwidths = [], [], [], [], []
+    for _ in range(args.repeats):  # interleaved, so every kernel sees the same machine
         peaks.append(yardstick.peak())
         bandwidths.append(yardstick.bandwidth())
         passes.append(timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
+        siblings, packed_linears.SIBLINGS = packed_linears.SIBLINGS, ()  # q/k/v and gate/up as separate products
+        try:
+            separate_passes.append(
+                timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
+        finally:
+            packed_linears.SIBLINGS = siblings
         with torch.backends.mkldnn.flags(enabled=False):  # torch's default fp32 kernel (no packed weights)
             default_passes.append(
                 timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
-    stream_s, prefill_s = answering_bound(loaded, prompts, steps, median(peaks), median(bandwidths))
-    bound_s = stream_s + prefill_s
-    what = (f"{len(questions)} questions, {tokens} tokens, {steps} decoding steps; bound = {stream_s:.2f} s "
-            f"streaming {steps} x weights at {median(bandwidths) / 1e9:.1f} GB/s + {prefill_s:.2f} s prefill at "
-            f"{median(peaks) / 1e9:.0f} GFLOP/s; 'original' column = bound")
-    for kernel, times in (("packed weights (default)", passes), ("torch's default kernel", default_passes)):
+    stream_s, step_s, prefill_s = answering_bound(loaded, prompts, lengths, median(peaks), median(bandwidths))
+    bound_s = step_s + prefill_s
+    what = (f"{len(questions)} questions, {tokens} tokens, {steps} decoding steps; bound = {step_s:.2f} s of "
+            f"decoding steps, each the slower of streaming the weights at {median(bandwidths) / 1e9:.1f} GB/s and "
+            f"its rows' products at {median(peaks) / 1e9:.0f} GFLOP/s (streaming alone {stream_s:.2f} s), + "
+            f"{prefill_s:.2f} s prefill; 'original' column = bound")
+    for kernel, times in (("packed weights (default)", passes), ("packed, sibling products apart", separate_passes),
+                          ("torch's default kernel", default_passes)):
         pass_s = median(times)
         report.row("suite", f"answering pass, {kernel}: time vs its bound", pass_s, bound_s, "s",
                    f"{what}; bound/time = {bound_s / pass_s:.2f}; passes {[round(p, 2) for p in times]}",
@@ -89,6 +109,67 @@ def _answering_pass(args: argparse.Namespace, report: Report, loaded: models.Loa
                    met="yes" if bound_s / pass_s >= MIN_FRACTION_OF_BOUND else "no")
         report.row("suite", f"answering tokens/s, {kernel}, vs bound", tokens / pass_s, tokens / bound_s,
                    "tokens/s", "'original' column = the bound's tokens/s")
+
+
+def _step_products(args: argparse.Namespace, report: Report, loaded: models.LoadedModel) -> None:
+    """A decoding step's products alone, by kernel: every linear layer of the model in its order at 10 rows (new
+    inputs every step, one per width, so siblings share theirs as in the model), the weights streamed from memory;
+    against the step's FLOPs at the measured matmul peak. What the library kernels reach is the limit of a pass."""
+    model, rows = loaded.model, packed_linears.DECODE_ROWS_HINT
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    widths = {m.in_features for m in linears}
+    flops = 2 * rows * sum(m.weight.numel() for m in linears)
+
+    def fresh() -> dict[int, torch.Tensor]:
+        return {width: torch.randn(rows, width) for width in widths}
+
+    def modules(inputs):
+        for m in linears:
+            m(inputs[m.in_features])
+
+    def default_kernel(inputs):
+        for m in linears:
+            torch.nn.functional.linear(inputs[m.in_features], m.weight, m.bias)
+
+    mkl = [(torch.ops.mkl._mkl_reorder_linear_weight(m.weight.detach(), rows), m) for m in linears] \
+        if torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear") else []
+
+    def mkl_packed(inputs):
+        for weight, m in mkl:
+            torch.ops.mkl._mkl_linear(inputs[m.in_features], weight, m.weight, m.bias, rows)
+
+    def packed_step(siblings: tuple) -> float:
+        """One step inside `packed_linears.packed` with these siblings, timed after a first one (packing the
+        weights is not part of a step)."""
+        kept, packed_linears.SIBLINGS = packed_linears.SIBLINGS, siblings
+        try:
+            with packed_linears.packed(model):
+                modules(fresh())
+                return timed(modules, fresh())[0]
+        finally:
+            packed_linears.SIBLINGS = kept
+
+    def plain_step(step) -> float:
+        step(fresh())
+        return timed(step, fresh())[0]
+
+    arms = {"oneDNN packed, siblings as one (default)": lambda: packed_step(packed_linears.SIBLINGS),
+            "oneDNN packed, sibling products apart": lambda: packed_step(()),
+            "torch's default kernel": lambda: plain_step(default_kernel)}
+    if mkl:
+        arms["MKL packed GEMM (torch.ops.mkl)"] = lambda: plain_step(mkl_packed)
+    yardstick, peaks, times = Yardstick(), [], {arm: [] for arm in arms}
+    with torch.no_grad():
+        for _ in range(args.repeats):  # interleaved
+            peaks.append(yardstick.peak())
+            for arm, step in arms.items():
+                times[arm].append(step())
+    bound = flops / median(peaks)
+    for arm, ts in times.items():
+        report.row("suite", f"decoding step's products, {arm}", median(ts), bound, "s",
+                   f"{len(linears)} linear layers at {rows} rows, {flops / 1e9:.2f} GFLOP; 'original' column = at "
+                   f"the {median(peaks) / 1e9:.0f} GFLOP/s matmul peak; steps {[round(t * 1e3, 1) for t in ts]} ms",
+                   higher_is_better=False)
 
 
 def _base(args: argparse.Namespace) -> RunConfig:

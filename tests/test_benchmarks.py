@@ -38,10 +38,14 @@ def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
                           "--only", "suite"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "bench.csv")) if r["section"] == "suite"}
-    for kernel in ("packed weights (default)", "torch's default kernel"):
+    for kernel in ("packed weights (default)", "packed, sibling products apart", "torch's default kernel"):
         bound = rows[f"answering pass, {kernel}: time vs its bound"]
         assert 0 < float(bound["original"]) < float(bound["sciknow"])  # the bound is below the measured time
         assert float(rows[f"answering tokens/s, {kernel}, vs bound"]["sciknow"]) > 0
+    for kernel in ("oneDNN packed, siblings as one (default)", "oneDNN packed, sibling products apart",
+                   "torch's default kernel"):
+        products = rows[f"decoding step's products, {kernel}"]
+        assert 0 < float(products["original"]) < float(products["sciknow"])  # slower than the peak
     units = ["untrained", "1 contents", "3 contents", "5 contents", "step-matched", "translations"]
     for unit in units:
         wall, load, train, answer = (float(rows[f"unit {unit}: {part}"]["sciknow"])
@@ -51,6 +55,25 @@ def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
     cores = len(os.sched_getaffinity(0))
     layouts = {f"workers: 1 units, {w} x {cores // w} thread(s), wall time" for w in {1, cores}}
     assert layouts <= set(rows) and all(float(rows[m]["sciknow"]) > 0 for m in layouts)
+
+
+def test_the_answering_bound_takes_each_step_as_the_slower_of_streaming_and_computing_its_live_rows():
+    from benchmarks.suite import answering_bound
+    from sciknow import models
+    from sciknow.config import ModelSpec
+
+    tiny = models.load(ModelSpec(name=models.TINY_MODEL))
+    model = tiny.model
+    weights = sum(p.numel() for p in model.parameters())  # the output layer is the embedding (tied)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    prompts, lengths = [[1] * 5, [1] * 7, [1] * 6], [4, 2, 1]  # decoding steps 1-3 have 2, 1 and 1 rows
+    stream, steps, prefill = answering_bound(tiny, prompts, lengths, peak=1e9, bandwidth=1e18)
+    assert stream == 3 * 4 * weights / 1e18
+    assert steps == pytest.approx(2 * weights * (2 + 1 + 1) / 1e9)  # compute-bound: every weight is a product
+    embedding = model.get_input_embeddings().weight.numel()
+    assert prefill == pytest.approx((2 * (weights - embedding) * 18 + 2 * embedding * 3) / 1e9)
+    stream, steps, _ = answering_bound(tiny, prompts, lengths, peak=1e18, bandwidth=1e9)
+    assert steps == pytest.approx(stream) and stream == pytest.approx(3 * 4 * weights / 1e9)  # streaming-bound
 
 
 def sciknow_private_uses(source: str) -> list[str]:
