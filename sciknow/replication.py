@@ -156,16 +156,42 @@ def run_many(configs: Sequence[RunConfig], results_path: str | Path, store: RDBS
     threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     helpers = [subprocess.Popen(_worker_command(study_name, store, results_path), env=env) for _ in range(workers)]
+    progress = Progress(study)
     try:
         while _unfinished(study) and (not helpers or any(h.poll() is None for h in helpers)):
             heartbeats.fail_stale_trials(study)
+            progress.report()
             time.sleep(poll_s)
+        progress.report()
     finally:
         for helper in helpers:
             helper.wait()
     if failed := [h.returncode for h in helpers if h.returncode]:
         print(f"sciknow.replication: {len(failed)} worker(s) exited with code(s) {failed}", file=sys.stderr)
     return collect(study, configs, results_path)
+
+
+class Progress:
+    """A line per unit the workers finish, as `experiment.run_many` prints one per run (the workers' own output
+    does not reach a notebook): its status, final score, time, and an ETA from the units finished so far."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.start = study, time.perf_counter()
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        self.before = len(self.seen)  # finished before this call (a resumed study)
+
+    def report(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        total = len({t.user_attrs.get("unit") for t in trials} - {None}) - self.before
+        new = [t for t in trials if t.state == TrialState.COMPLETE and t.number not in self.seen
+               and "record" in t.user_attrs]
+        for trial in new:
+            self.seen.add(trial.number)
+            record, done = trial.user_attrs["record"], len(self.seen) - self.before
+            eta = (time.perf_counter() - self.start) / done * max(total - done, 0)
+            print(f"unit {done}/{total} {record['status']}: final score {record['final_score']} "
+                  f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {record['config'].get('tags') or ''}",
+                  flush=True)
 
 
 def _unfinished(study: optuna.Study) -> bool:

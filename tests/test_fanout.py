@@ -35,7 +35,7 @@ def worker(store, study: str, results_path) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_path):  # noqa: F811
+def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_path, capsys):  # noqa: F811
     configs = units(suite, epochs=40)  # long enough (about 3 s a unit) that a worker starting late still gets one
     serial, fanned = tmp_path / "serial.jsonl", tmp_path / "fanned" / "results.jsonl"
     threads = torch.get_num_threads()
@@ -47,6 +47,8 @@ def test_two_workers_give_the_same_question_scores_as_one_serial_run(suite, tmp_
     store = sweep.storage(None, tmp_path / "fanned", heartbeat_interval=2, grace_period=30,
                           max_retry=replication.MAX_RETRY)
     replication.run_many(configs, fanned, store, study_name="08", workers=2, threads=1)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("unit ")]
+    assert [line.split(":")[0] for line in lines] == [f"unit {i}/4 ok" for i in range(1, 5)]  # a line per unit
 
     a, b = (experiment.question_scores(configs, p).sort_values(KEYS).reset_index(drop=True)
             for p in (serial, fanned))
