@@ -18,9 +18,11 @@ token). Pass, bandwidth and peak are sampled interleaved, medians of --repeats.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -85,12 +87,9 @@ def _answering_pass(args: argparse.Namespace, report: Report, loaded: models.Loa
         peaks.append(yardstick.peak())
         bandwidths.append(yardstick.bandwidth())
         passes.append(timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
-        siblings, packed_linears.SIBLINGS = packed_linears.SIBLINGS, ()  # q/k/v and gate/up as separate products
-        try:
+        with _siblings(()):  # q/k/v and gate/up as separate products
             separate_passes.append(
                 timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
-        finally:
-            packed_linears.SIBLINGS = siblings
         with torch.backends.mkldnn.flags(enabled=False):  # torch's default fp32 kernel (no packed weights)
             default_passes.append(
                 timed(generate_answers, model, tok, questions, max_new_tokens, EvalSpec.batch_size)[0])
@@ -109,6 +108,16 @@ def _answering_pass(args: argparse.Namespace, report: Report, loaded: models.Loa
                    met="yes" if bound_s / pass_s >= MIN_FRACTION_OF_BOUND else "no")
         report.row("suite", f"answering tokens/s, {kernel}, vs bound", tokens / pass_s, tokens / bound_s,
                    "tokens/s", "'original' column = the bound's tokens/s")
+
+
+@contextlib.contextmanager
+def _siblings(groups: tuple) -> Iterator[None]:
+    """`packed_linears.SIBLINGS` set to `groups` within the block (() computes every product apart)."""
+    kept, packed_linears.SIBLINGS = packed_linears.SIBLINGS, groups
+    try:
+        yield
+    finally:
+        packed_linears.SIBLINGS = kept
 
 
 def _step_products(args: argparse.Namespace, report: Report, loaded: models.LoadedModel) -> None:
@@ -141,13 +150,9 @@ def _step_products(args: argparse.Namespace, report: Report, loaded: models.Load
     def packed_step(siblings: tuple) -> float:
         """One step inside `packed_linears.packed` with these siblings, timed after a first one (packing the
         weights is not part of a step)."""
-        kept, packed_linears.SIBLINGS = packed_linears.SIBLINGS, siblings
-        try:
-            with packed_linears.packed(model):
-                modules(fresh())
-                return timed(modules, fresh())[0]
-        finally:
-            packed_linears.SIBLINGS = kept
+        with _siblings(siblings), packed_linears.packed(model):
+            modules(fresh())
+            return timed(modules, fresh())[0]
 
     def plain_step(step) -> float:
         step(fresh())

@@ -217,10 +217,16 @@ def run_many(configs: Iterable[RunConfig], results_path: str | Path, progress: b
         record = run(config, results_path, progress=progress)
         records.append(record)
         if progress:
-            eta = (time.perf_counter() - start) / i * (len(todo) - i)
-            tqdm.write(f"run {i}/{len(todo)} {record['status']}: final score {record['final_score']} "
-                       f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {config.tags or ''}")
+            tqdm.write(progress_line("run", i, len(todo), record, time.perf_counter() - start))
     return records
+
+
+def progress_line(kind: str, done: int, total: int, record: dict[str, Any], elapsed_s: float) -> str:
+    """The line printed per finished run (or replication unit): status, final score, time, and an ETA from the
+    `done` of `total` finished in `elapsed_s`."""
+    eta = elapsed_s / done * max(total - done, 0)
+    return (f"{kind} {done}/{total} {record['status']}: final score {record['final_score']} "
+            f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {record['config'].get('tags') or ''}")
 
 
 def finished_ids(results_path: str | Path) -> set[str]:

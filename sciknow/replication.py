@@ -158,11 +158,9 @@ def run_many(configs: Sequence[RunConfig], results_path: str | Path, store: RDBS
     helpers = [subprocess.Popen(_worker_command(study_name, store, results_path), env=env) for _ in range(workers)]
     progress = Progress(study)
     try:
-        while _unfinished(study) and (not helpers or any(h.poll() is None for h in helpers)):
+        while progress.report() and (not helpers or any(h.poll() is None for h in helpers)):
             heartbeats.fail_stale_trials(study)
-            progress.report()
             time.sleep(poll_s)
-        progress.report()
     finally:
         for helper in helpers:
             helper.wait()
@@ -180,22 +178,17 @@ class Progress:
         self.seen = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         self.before = len(self.seen)  # finished before this call (a resumed study)
 
-    def report(self) -> None:
+    def report(self) -> bool:
+        """Print the units finished since the last call; whether any unit is still waiting or running."""
         trials = self.study.get_trials(deepcopy=False)
         total = len({t.user_attrs.get("unit") for t in trials} - {None}) - self.before
-        new = [t for t in trials if t.state == TrialState.COMPLETE and t.number not in self.seen
-               and "record" in t.user_attrs]
-        for trial in new:
-            self.seen.add(trial.number)
-            record, done = trial.user_attrs["record"], len(self.seen) - self.before
-            eta = (time.perf_counter() - self.start) / done * max(total - done, 0)
-            print(f"unit {done}/{total} {record['status']}: final score {record['final_score']} "
-                  f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {record['config'].get('tags') or ''}",
-                  flush=True)
-
-
-def _unfinished(study: optuna.Study) -> bool:
-    return any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in study.get_trials(deepcopy=False))
+        for trial in trials:
+            if trial.state == TrialState.COMPLETE and trial.number not in self.seen and "record" in trial.user_attrs:
+                self.seen.add(trial.number)
+                print(experiment.progress_line("unit", len(self.seen) - self.before, total,
+                                               trial.user_attrs["record"], time.perf_counter() - self.start),
+                      flush=True)
+        return any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
 
 
 def collect(study: optuna.Study, configs: Sequence[RunConfig], results_path: str | Path) -> list[dict[str, Any]]:
