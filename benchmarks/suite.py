@@ -44,6 +44,7 @@ def bench_suite(args: argparse.Namespace, report: Report, loaded: models.LoadedM
     kset = next(k for k in ksets if k.name == documents[0])
     _answering_pass(args, report, loaded, [x for q in kset.questions for x in (q.question, q.paraphrase)])
     _step_products(args, report, loaded)
+    _output_layer_rows(args, report, loaded)
     _units(args, report, documents)
     _workers_scaling(args, report, documents)
 
@@ -175,6 +176,31 @@ def _step_products(args: argparse.Namespace, report: Report, loaded: models.Load
                    f"{len(linears)} linear layers at {rows} rows, {flops / 1e9:.2f} GFLOP; 'original' column = at "
                    f"the {median(peaks) / 1e9:.0f} GFLOP/s matmul peak; steps {[round(t * 1e3, 1) for t in ts]} ms",
                    higher_is_better=False)
+
+
+OUTPUT_ROWS = (1, 10, 40, 80)  # one row; a decoding step's; wider, as in a prefill
+
+
+def _output_layer_rows(args: argparse.Namespace, report: Report, loaded: models.LoadedModel) -> None:
+    """The output layer (the model's largest product) on its packed weight at more and more rows, against the
+    matmul peak: how far the kernel stays from the peak at a decoding step's rows, and how near it comes wider."""
+    model = loaded.model
+    layer = model.get_output_embeddings()
+    yardstick, peaks, times = Yardstick(), [], {rows: [] for rows in OUTPUT_ROWS}
+    with torch.no_grad(), packed_linears.packed(model):
+        for _ in range(args.repeats):  # interleaved
+            peaks.append(yardstick.peak())
+            for rows in OUTPUT_ROWS:
+                inputs = torch.randn(rows, layer.in_features)
+                layer(inputs)
+                times[rows].append(timed(layer, inputs)[0])
+    for rows, ts in times.items():
+        gflops = 2 * rows * layer.weight.numel() / median(ts) / 1e9
+        report.row("suite", f"output layer at {rows} row(s), packed: GFLOP/s vs the matmul peak", gflops,
+                   median(peaks) / 1e9, "GFLOP/s",
+                   f"{layer.in_features} x {layer.out_features}, {median(ts) * 1e3:.2f} ms, "
+                   f"{layer.weight.numel() * layer.weight.element_size() / median(ts) / 1e9:.1f} GB/s of weights; "
+                   "'original' column = the matmul peak")
 
 
 def _base(args: argparse.Namespace) -> RunConfig:

@@ -225,7 +225,8 @@ def progress_line(kind: str, done: int, total: int, record: dict[str, Any], elap
     """The line printed per finished run (or replication unit): status, final score, time, and an ETA from the
     `done` of `total` finished in `elapsed_s`."""
     eta = elapsed_s / done * max(total - done, 0)
-    return (f"{kind} {done}/{total} {record['status']}: final score {record['final_score']} "
+    score = record["final_score"]  # None for a failed run
+    return (f"{kind} {done}/{total} {record['status']}: final score {score if score is None else f'{score:.3f}'} "
             f"({record['wall_s']:.0f} s, ETA {eta / 60:.0f} min) {record['config'].get('tags') or ''}")
 
 

@@ -152,11 +152,12 @@ def run_many(configs: Sequence[RunConfig], results_path: str | Path, store: RDBS
             raise ValueError(f"workers={workers}: several workers need a storage (sweep.storage(url, run_dir))")
         return experiment.run_many(configs, results_path)
     done = experiment.finished_ids(results_path)
-    study = submit(study_name, store, [c for c in configs if experiment.config_id(c) not in done])
+    pending = [c for c in configs if experiment.config_id(c) not in done]
+    study = submit(study_name, store, pending)
     threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     helpers = [subprocess.Popen(_worker_command(study_name, store, results_path), env=env) for _ in range(workers)]
-    progress = Progress(study)
+    progress = Progress(study, map(experiment.config_id, pending))
     try:
         while progress.report() and (not helpers or any(h.poll() is None for h in helpers)):
             heartbeats.fail_stale_trials(study)
@@ -171,24 +172,30 @@ def run_many(configs: Sequence[RunConfig], results_path: str | Path, store: RDBS
 
 class Progress:
     """A line per unit the workers finish, as `experiment.run_many` prints one per run (the workers' own output
-    does not reach a notebook): its status, final score, time, and an ETA from the units finished so far."""
+    does not reach a notebook): its status, final score, time, and an ETA from the units finished so far.
+    Counts only `units` (this call's), once each: a study shared with other submissions, or a unit finished
+    twice (run by a worker taken for dead), does not change the count."""
 
-    def __init__(self, study: optuna.Study) -> None:
+    def __init__(self, study: optuna.Study, units: Iterable[str]) -> None:
         self.study, self.start = study, time.perf_counter()
-        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        self.before = len(self.seen)  # finished before this call (a resumed study)
+        self.units = set(units)
+        self.seen = set(_complete(study)) & self.units  # finished before this call (a resumed study)
+        self.before = len(self.seen)
 
     def report(self) -> bool:
-        """Print the units finished since the last call; whether any unit is still waiting or running."""
+        """Print this call's units finished since the last call; whether any of them is waiting or running."""
         trials = self.study.get_trials(deepcopy=False)
-        total = len({t.user_attrs.get("unit") for t in trials} - {None}) - self.before
+        total = len(self.units) - self.before
         for trial in trials:
-            if trial.state == TrialState.COMPLETE and trial.number not in self.seen and "record" in trial.user_attrs:
-                self.seen.add(trial.number)
+            unit = trial.user_attrs.get("unit")
+            if (trial.state == TrialState.COMPLETE and unit in self.units and unit not in self.seen
+                    and "record" in trial.user_attrs):
+                self.seen.add(unit)
                 print(experiment.progress_line("unit", len(self.seen) - self.before, total,
                                                trial.user_attrs["record"], time.perf_counter() - self.start),
                       flush=True)
-        return any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+        return any(t.state in (TrialState.WAITING, TrialState.RUNNING) and t.user_attrs.get("unit") in self.units
+                   for t in trials)
 
 
 def collect(study: optuna.Study, configs: Sequence[RunConfig], results_path: str | Path) -> list[dict[str, Any]]:

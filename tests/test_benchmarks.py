@@ -46,6 +46,9 @@ def test_suite_section_splits_units_and_bounds_the_answering_pass(tmp_path):
                    "torch's default kernel"):
         products = rows[f"decoding step's products, {kernel}"]
         assert 0 < float(products["original"]) < float(products["sciknow"])  # slower than the peak
+    for n in (1, 10, 40, 80):
+        output = rows[f"output layer at {n} row(s), packed: GFLOP/s vs the matmul peak"]
+        assert float(output["sciknow"]) > 0 and float(output["original"]) > 0
     units = ["untrained", "1 contents", "3 contents", "5 contents", "step-matched", "translations"]
     for unit in units:
         wall, load, train, answer = (float(rows[f"unit {unit}: {part}"]["sciknow"])

@@ -129,6 +129,37 @@ def test_a_failing_unit_is_recorded_as_failed_and_named(suite, tmp_path):  # noq
         replication.collect(study, configs, path)
 
 
+def test_progress_counts_this_calls_units_once(suite, tmp_path, capsys):  # noqa: F811
+    """A study shared with an earlier submission, and a unit finished twice (enqueued again, as for a worker taken
+    for dead): the progress lines count this call's units, each once, and stop waiting once they are finished."""
+    configs = units(suite, epochs=1)
+    ids = [experiment.config_id(c) for c in configs]
+    store = sweep.storage(None, tmp_path)
+    study = replication.submit("shared", store, configs[:2])  # an earlier call's units
+    progress = replication.Progress(replication.submit("shared", store, configs[2:]), ids[2:])
+
+    def claim(unit: str) -> optuna.Trial:  # as a worker does: the oldest waiting unit
+        trial = study.ask()
+        assert trial.user_attrs["unit"] == unit
+        return trial
+
+    def finish(trial: optuna.Trial) -> None:
+        trial.set_user_attr("record", {"status": "ok", "final_score": 0.5, "wall_s": 1.0, "config": {}})
+        study.tell(trial, 0.0)
+
+    finish(claim(ids[0]))  # the earlier call's unit: no line
+    assert progress.report()
+    claim(ids[1])  # the earlier call's other unit stays running elsewhere
+    finish(claim(ids[2]))
+    study.enqueue_trial({}, user_attrs={"unit": ids[2]})  # the same unit again
+    finish(claim(ids[3]))
+    assert progress.report()  # this call's ids[2] is waiting again
+    finish(claim(ids[2]))
+    assert not progress.report()  # ids[1] is still running, but it is not this call's
+    lines = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("unit ")]
+    assert lines == ["unit 1/2 ok", "unit 2/2 ok"]
+
+
 def test_workers_and_studies_are_checked(suite, tmp_path, capsys):  # noqa: F811
     configs = units(suite, epochs=1)[:1]
     with pytest.raises(ValueError, match="workers=2: several workers need a storage"):
