@@ -164,18 +164,24 @@ def _step_products(args: argparse.Namespace, report: Report, loaded: models.Load
             "torch's default kernel": lambda: plain_step(default_kernel)}
     if mkl:
         arms["MKL packed GEMM (torch.ops.mkl)"] = lambda: plain_step(mkl_packed)
-    yardstick, peaks, times = Yardstick(), [], {arm: [] for arm in arms}
     with torch.no_grad():
-        for _ in range(args.repeats):  # interleaved
-            peaks.append(yardstick.peak())
-            for arm, step in arms.items():
-                times[arm].append(step())
-    bound = flops / median(peaks)
+        peak, times = _interleaved(args.repeats, arms)
     for arm, ts in times.items():
-        report.row("suite", f"decoding step's products, {arm}", median(ts), bound, "s",
+        report.row("suite", f"decoding step's products, {arm}", median(ts), flops / peak, "s",
                    f"{len(linears)} linear layers at {rows} rows, {flops / 1e9:.2f} GFLOP; 'original' column = at "
-                   f"the {median(peaks) / 1e9:.0f} GFLOP/s matmul peak; steps {[round(t * 1e3, 1) for t in ts]} ms",
+                   f"the {peak / 1e9:.0f} GFLOP/s matmul peak; steps {[round(t * 1e3, 1) for t in ts]} ms",
                    higher_is_better=False)
+
+
+def _interleaved(repeats: int, arms: dict) -> tuple[float, dict[object, list[float]]]:
+    """(the median matmul peak, each arm's seconds): `repeats` rounds of a peak sample and one call of every arm
+    (a function returning the seconds it timed), in turn, so every arm sees the same machine."""
+    yardstick, peaks, times = Yardstick(), [], {arm: [] for arm in arms}
+    for _ in range(repeats):
+        peaks.append(yardstick.peak())
+        for arm, step in arms.items():
+            times[arm].append(step())
+    return median(peaks), times
 
 
 OUTPUT_ROWS = (1, 10, 40, 80)  # one row; a decoding step's; wider, as in a prefill
@@ -186,18 +192,18 @@ def _output_layer_rows(args: argparse.Namespace, report: Report, loaded: models.
     matmul peak: how far the kernel stays from the peak at a decoding step's rows, and how near it comes wider."""
     model = loaded.model
     layer = model.get_output_embeddings()
-    yardstick, peaks, times = Yardstick(), [], {rows: [] for rows in OUTPUT_ROWS}
+
+    def product(rows: int) -> float:  # timed after a first call on the same inputs
+        inputs = torch.randn(rows, layer.in_features)
+        layer(inputs)
+        return timed(layer, inputs)[0]
+
     with torch.no_grad(), packed_linears.packed(model):
-        for _ in range(args.repeats):  # interleaved
-            peaks.append(yardstick.peak())
-            for rows in OUTPUT_ROWS:
-                inputs = torch.randn(rows, layer.in_features)
-                layer(inputs)
-                times[rows].append(timed(layer, inputs)[0])
+        peak, times = _interleaved(args.repeats, {rows: lambda rows=rows: product(rows) for rows in OUTPUT_ROWS})
     for rows, ts in times.items():
         gflops = 2 * rows * layer.weight.numel() / median(ts) / 1e9
         report.row("suite", f"output layer at {rows} row(s), packed: GFLOP/s vs the matmul peak", gflops,
-                   median(peaks) / 1e9, "GFLOP/s",
+                   peak / 1e9, "GFLOP/s",
                    f"{layer.in_features} x {layer.out_features}, {median(ts) * 1e3:.2f} ms, "
                    f"{layer.weight.numel() * layer.weight.element_size() / median(ts) / 1e9:.1f} GB/s of weights; "
                    "'original' column = the matmul peak")
